@@ -1,7 +1,32 @@
 """multiattn: attention layers, attentional decoders and search for Keras 3."""
 
-from multiattn import attention
+from multiattn import attention, decoders, encoders, losses, search
+from multiattn.attention import BahdanauAttention, KeyValueAttention, LuongAttention
+from multiattn.decoders import AttentionDecoder, PlainDecoder
+from multiattn.encoders import BiLSTMEncoder, ImageGridEncoder
+from multiattn.losses import MaskedCrossEntropy
+from multiattn.search import beam_search, greedy_search, sample
+from multiattn.seq2seq import Seq2Seq
 
 __version__ = "0.1.0"
 
-__all__ = ["attention", "__version__"]
+__all__ = [
+    "AttentionDecoder",
+    "BahdanauAttention",
+    "BiLSTMEncoder",
+    "ImageGridEncoder",
+    "KeyValueAttention",
+    "LuongAttention",
+    "MaskedCrossEntropy",
+    "PlainDecoder",
+    "Seq2Seq",
+    "__version__",
+    "attention",
+    "beam_search",
+    "decoders",
+    "encoders",
+    "greedy_search",
+    "losses",
+    "sample",
+    "search",
+]

@@ -1,0 +1,436 @@
+import keras
+from keras import ops
+
+from multiattn import attention as attention_module
+
+ATTENTION_ORDERS = ("bahdanau", "luong")
+BRIDGES = ("zero", "learned")
+
+
+@keras.saving.register_keras_serializable(package="multiattn")
+class AttentionDecoder(keras.layers.Layer):
+    """A step-wise attentional LSTM decoder.
+
+    `step(...)` advances every sequence of a batch by one token and is the single
+    source of truth: `call` (training, teacher forcing) scans the same recurrence
+    over the whole target, and search calls `step` token by token.
+
+    Two orders of attention and recurrence:
+
+    - `"bahdanau"` (Bahdanau et al. 2014; Show, Attend and Tell): attend with the
+      previous top state `s_{i-1}`, feed `[y_{i-1}; c_i]` to the LSTM, and output
+      `tanh(W_o [s_i; c_i; y_{i-1}])` (a deep output layer).
+    - `"luong"` (Luong et al. 2015): run the LSTM on `[y_{i-1}; h~_{i-1}]` (input
+      feeding) or on `y_{i-1}` alone, attend with `s_i`, and output the attentional
+      state `h~_i = tanh(W_c [c_i; s_i])`.
+
+    Logits are `W_s h~_i`. Luong order without input feeding and without coverage has
+    no step-to-step dependence outside the LSTM, so `call` runs the whole target
+    through `keras.layers.LSTM` at once and attends in one batched call (the fast
+    path, where fused LSTM kernels apply); everything else scans `step`'s recurrence.
+
+    With `attention=None` the decoder has no attention: the source reaches it only
+    through the initial state (the fixed-vector bottleneck of Sutskever et al. 2014),
+    see `PlainDecoder`.
+
+    Args:
+        vocab_size: Size of the target vocabulary (id 0 is padding).
+        embedding_dim: Size of the target embeddings.
+        units: Size of each LSTM layer and of the attentional state.
+        attention: An attention layer, a name for `multiattn.attention.get`
+            (`"bahdanau"`, `"luong-dot"`, `"luong-general"`, `"luong-concat"`,
+            `"key-value"`), or `None` for no attention.
+        attention_units: `units` passed to `attention.get` for a named attention;
+            defaults to `units`.
+        attention_order: `"bahdanau"` or `"luong"` (see above).
+        input_feeding: With the Luong order, feed `h~_{i-1}` into the LSTM.
+        num_layers: Number of stacked LSTM layers.
+        dropout: Dropout on the embeddings, between LSTM layers and before the output
+            projection (one mask per sequence across time steps).
+        bridge: Initial state: `"zero"`, or `"learned"` (`tanh(W x)` of the encoder's
+            final state, or of the masked mean of the memory when there is none).
+        use_coverage: Keep the running sum of past attention weights in the state
+            and feed it to the score (Tu et al. 2016); needs an attention layer that
+            supports coverage (`BahdanauAttention`).
+        use_gate: Scale the context by a gating scalar `beta = sigmoid(w^T s)` of the
+            attention query (Show, Attend and Tell, Xu et al. 2015, section 4.2.1).
+        seed: Seed of the dropout.
+        **kwargs: Standard layer arguments.
+
+    Call arguments:
+        target_ids: int `(batch, target_len)` decoder inputs (start token first).
+        memory: `(batch, source_len, memory_dim)` encoder outputs.
+        memory_mask: Optional boolean `(batch, source_len)`, filled from `memory`'s
+            Keras mask.
+        encoder_state: Optional `(h, c)` final encoder state for the learned bridge.
+        training: Whether dropout is active.
+
+    Returns:
+        `(logits, alignment)`: logits `(batch, target_len, vocab_size)` and the
+        attention weights of every step `(batch, target_len, source_len)`; the
+        logits alone without attention.
+
+    Example:
+
+    >>> decoder = AttentionDecoder(vocab_size=20, embedding_dim=8, units=16)
+    >>> memory = keras.random.normal((2, 7, 12))
+    >>> logits, alignment = decoder(keras.ops.ones((2, 5), "int32"), memory)
+    >>> tuple(logits.shape), tuple(alignment.shape)
+    ((2, 5, 20), (2, 5, 7))
+
+    Reference:
+        Bahdanau, Cho & Bengio 2014 (arXiv:1409.0473); Luong, Pham & Manning 2015
+        (arXiv:1508.04025); Xu et al. 2015, "Show, Attend and Tell"
+        (arXiv:1502.03044); Tu et al. 2016, "Modeling Coverage for Neural Machine
+        Translation" (arXiv:1601.04811).
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        embedding_dim,
+        units,
+        attention="bahdanau",
+        attention_units=None,
+        attention_order="bahdanau",
+        input_feeding=True,
+        num_layers=1,
+        dropout=0.0,
+        bridge="learned",
+        use_coverage=False,
+        use_gate=False,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if attention_order not in ATTENTION_ORDERS:
+            raise ValueError(
+                f"`attention_order` must be one of {ATTENTION_ORDERS}, got {attention_order!r}"
+            )
+        if bridge not in BRIDGES:
+            raise ValueError(f"`bridge` must be one of {BRIDGES}, got {bridge!r}")
+        if attention is None and (use_coverage or use_gate):
+            raise ValueError("`use_coverage` and `use_gate` need an attention layer.")
+        self.vocab_size = int(vocab_size)
+        self.embedding_dim = int(embedding_dim)
+        self.units = int(units)
+        self.attention_units = attention_units
+        self.attention_order = attention_order
+        self.input_feeding = input_feeding
+        self.num_layers = int(num_layers)
+        self.dropout = dropout
+        self.bridge = bridge
+        self.use_coverage = use_coverage
+        self.use_gate = use_gate
+        self.seed = seed
+
+        if isinstance(attention, dict):  # from get_config
+            attention = keras.saving.deserialize_keras_object(attention)
+        elif attention is not None:
+            # Only the additive score has a coverage term; others fail the check below.
+            extra = {"use_coverage": True} if use_coverage and attention == "bahdanau" else {}
+            attention = attention_module.get(attention, units=attention_units or units, **extra)
+        if use_coverage and not attention.supports_coverage:
+            raise ValueError(
+                f"use_coverage=True needs an attention layer that supports coverage "
+                f"(BahdanauAttention(use_coverage=True)), got {attention.__class__.__name__}."
+            )
+        self.attention = attention
+        self.seed_generator = keras.random.SeedGenerator(seed) if dropout > 0 else None
+
+        self.embedding = keras.layers.Embedding(
+            vocab_size, embedding_dim, dtype=self.dtype_policy, name="embedding"
+        )
+        self.lstm_layers = [
+            keras.layers.LSTM(
+                units,
+                return_sequences=True,
+                return_state=True,
+                dtype=self.dtype_policy,
+                name=f"lstm_{index}",
+            )
+            for index in range(self.num_layers)
+        ]
+        self.attentional_dense = None
+        if attention is not None:
+            self.attentional_dense = keras.layers.Dense(
+                units, activation="tanh", dtype=self.dtype_policy, name="attentional_dense"
+            )
+        self.gate_dense = None
+        if use_gate:
+            self.gate_dense = keras.layers.Dense(
+                1, activation="sigmoid", dtype=self.dtype_policy, name="gate_dense"
+            )
+        self.bridge_dense = None
+        if bridge == "learned":
+            self.bridge_dense = keras.layers.Dense(
+                2 * self.num_layers * units,
+                activation="tanh",
+                dtype=self.dtype_policy,
+                name="bridge_dense",
+            )
+        self.output_dense = keras.layers.Dense(
+            vocab_size, dtype=self.dtype_policy, name="output_dense"
+        )
+
+    # -- structure -------------------------------------------------------------
+    @property
+    def uses_input_feeding(self):
+        return self.attention is not None and self.attention_order == "luong" and self.input_feeding
+
+    @property
+    def uses_fast_path(self):
+        """Whether `call` runs the target through the LSTMs in one go."""
+        return self.attention is None or (
+            self.attention_order == "luong" and not self.input_feeding and not self.use_coverage
+        )
+
+    def _context_dim(self, memory_dim):
+        query_shape = (None, 1, self.units)
+        context_shape, _ = self.attention.compute_output_shape(
+            query_shape, (None, None, memory_dim)
+        )
+        return context_shape[-1]
+
+    def build(self, target_ids_shape, memory_shape, *args, **kwargs):
+        memory_dim = memory_shape[-1]
+        self.memory_dim = memory_dim
+        if not self.embedding.built:
+            self.embedding.build(target_ids_shape)
+        if self.attention is None:
+            lstm_input_dim = self.embedding_dim
+        elif self.attention_order == "bahdanau":
+            lstm_input_dim = self.embedding_dim + self._context_dim(memory_dim)
+        else:
+            lstm_input_dim = self.embedding_dim + (self.units if self.input_feeding else 0)
+        for index, lstm in enumerate(self.lstm_layers):
+            if not lstm.built:
+                lstm.build((None, None, lstm_input_dim if index == 0 else self.units))
+        if self.attention is not None:
+            if not self.attention.built:
+                self.attention.build((None, 1, self.units), (None, None, memory_dim))
+            context_dim = self._context_dim(memory_dim)
+            if self.attention_order == "bahdanau":
+                attentional_input_dim = self.units + context_dim + self.embedding_dim
+            else:
+                attentional_input_dim = context_dim + self.units
+            if not self.attentional_dense.built:
+                self.attentional_dense.build((None, attentional_input_dim))
+            if self.gate_dense is not None and not self.gate_dense.built:
+                self.gate_dense.build((None, self.units))
+        if self.bridge_dense is not None and not self.bridge_dense.built:
+            self.bridge_dense.build((None, memory_dim))
+        if not self.output_dense.built:
+            self.output_dense.build((None, self.units))
+        self.built = True
+
+    # -- state -----------------------------------------------------------------
+    def get_initial_state(self, memory, memory_mask=None, encoder_state=None):
+        """The decoder state before the first token: a flat tuple of tensors.
+
+        Layout: `(h_1, c_1, ..., h_L, c_L)`, then the previous attentional state
+        `(batch, units)` with input feeding, then the coverage `(batch, source_len)`
+        with coverage. Every entry has the batch as its first axis, so search can
+        reorder beams with one gather per entry.
+        """
+        batch = ops.shape(memory)[0]
+        dtype = self.compute_dtype
+        if self.bridge == "learned":
+            if encoder_state is not None:
+                summary = encoder_state[0]
+            else:
+                summary = masked_mean(memory, memory_mask)
+            lstm_states = ops.split(self.bridge_dense(summary), 2 * self.num_layers, axis=-1)
+        else:
+            zeros = ops.zeros((batch, self.units), dtype=dtype)
+            lstm_states = [zeros] * (2 * self.num_layers)
+        state = [ops.cast(x, dtype) for x in lstm_states]
+        if self.uses_input_feeding:
+            state.append(ops.zeros((batch, self.units), dtype=dtype))
+        if self.use_coverage:
+            state.append(ops.zeros((batch, ops.shape(memory)[1]), dtype=dtype))
+        return tuple(state)
+
+    def prepare_memory(self, memory):
+        """Projects the memory once per sequence: returns `(keys, values)` for `step`."""
+        if self.attention is None:
+            return memory, memory
+        return self.attention.prepare_memory(memory)
+
+    # -- one step --------------------------------------------------------------
+    def step(self, token_ids, state, memory, memory_mask=None):
+        """Advances every sequence by one token (inference: no dropout).
+
+        Args:
+            token_ids: int `(batch,)`, the previous tokens.
+            state: The flat state tuple (see `get_initial_state`).
+            memory: `(keys, values)` from `prepare_memory`.
+            memory_mask: Optional boolean `(batch, source_len)`.
+
+        Returns:
+            `(logits, state, weights)`: logits `(batch, vocab_size)`, the new state,
+            and this step's attention weights `(batch, source_len)` (`None` without
+            attention).
+        """
+        keys, values = memory
+        embedded = self.embedding(token_ids)  # (batch, embedding_dim)
+        features, weights, state = self._advance(embedded, state, keys, values, memory_mask)
+        return self.output_dense(features), state, weights
+
+    def _advance(self, embedded, state, keys, values, memory_mask, layer_masks=None):
+        """The recurrence: returns `(features, weights, new_state)` for one step."""
+        lstm_states = state[: 2 * self.num_layers]
+        rest = list(state[2 * self.num_layers :])
+        previous_features = rest.pop(0) if self.uses_input_feeding else None
+        coverage = rest.pop(0) if self.use_coverage else None
+
+        weights = None
+        if self.attention is None:
+            top, lstm_states = self._run_cells(embedded, lstm_states, layer_masks)
+            features = top
+        elif self.attention_order == "bahdanau":
+            context, weights = self._attend(lstm_states[-2], keys, values, memory_mask, coverage)
+            inputs = ops.concatenate([embedded, context], axis=-1)
+            top, lstm_states = self._run_cells(inputs, lstm_states, layer_masks)
+            features = self.attentional_dense(ops.concatenate([top, context, embedded], axis=-1))
+        else:
+            inputs = embedded
+            if previous_features is not None:
+                inputs = ops.concatenate([embedded, previous_features], axis=-1)
+            top, lstm_states = self._run_cells(inputs, lstm_states, layer_masks)
+            context, weights = self._attend(top, keys, values, memory_mask, coverage)
+            features = self.attentional_dense(ops.concatenate([context, top], axis=-1))
+
+        new_state = list(lstm_states)
+        if previous_features is not None:
+            new_state.append(features)
+        if coverage is not None:
+            new_state.append(coverage + ops.cast(weights, coverage.dtype))
+        return features, weights, tuple(new_state)
+
+    def _run_cells(self, inputs, lstm_states, layer_masks):
+        new_states = []
+        for index, lstm in enumerate(self.lstm_layers):
+            if index > 0 and layer_masks is not None:
+                inputs = inputs * layer_masks[index - 1]
+            hidden, cell = lstm_states[2 * index], lstm_states[2 * index + 1]
+            inputs, (hidden, cell) = lstm.cell(inputs, [hidden, cell])
+            new_states += [hidden, cell]
+        return inputs, new_states
+
+    def _attend(self, query, keys, values, memory_mask, coverage):
+        """Attention for a query sequence `(batch, Tq, units)` or one step `(batch, units)`."""
+        one_step = len(query.shape) == 2
+        if one_step:
+            query = ops.expand_dims(query, 1)
+            if coverage is not None:
+                coverage = ops.expand_dims(coverage, 1)
+        context, weights = self.attention.attend(
+            query, keys, values, value_mask=memory_mask, coverage=coverage
+        )
+        if self.gate_dense is not None:
+            context = context * self.gate_dense(query)
+        if one_step:
+            context, weights = ops.squeeze(context, 1), ops.squeeze(weights, 1)
+        return context, weights
+
+    # -- a whole target sequence (training, scoring) -----------------------------
+    def call(self, target_ids, memory, memory_mask=None, encoder_state=None, training=None):
+        state = self.get_initial_state(memory, memory_mask, encoder_state)
+        keys, values = self.prepare_memory(memory)
+        embedded = self._dropout(self.embedding(target_ids), training)  # (batch, T, E)
+        if self.uses_fast_path:
+            features, alignment = self._call_fast(
+                embedded, state, keys, values, memory_mask, training
+            )
+        else:
+            features, alignment = self._call_scan(
+                embedded, state, keys, values, memory_mask, training
+            )
+        logits = self.output_dense(self._dropout(features, training))  # (batch, T, vocab)
+        if alignment is None:  # functional models accept no None outputs
+            return logits
+        return logits, alignment
+
+    def _call_fast(self, embedded, state, keys, values, memory_mask, training):
+        outputs = embedded
+        for index, lstm in enumerate(self.lstm_layers):
+            if index > 0:
+                outputs = self._dropout(outputs, training)
+            outputs = lstm(outputs, initial_state=list(state[2 * index : 2 * index + 2]))[0]
+        if self.attention is None:
+            return outputs, None
+        context, alignment = self._attend(outputs, keys, values, memory_mask, None)
+        features = self.attentional_dense(ops.concatenate([context, outputs], axis=-1))
+        return features, alignment  # (batch, T, units), (batch, T, S)
+
+    def _call_scan(self, embedded, state, keys, values, memory_mask, training):
+        layer_masks = None
+        if training and self.dropout > 0 and self.num_layers > 1:
+            batch = ops.shape(embedded)[0]
+            ones = ops.ones((batch, self.units), dtype=embedded.dtype)
+            layer_masks = [self._dropout(ones, training) for _ in range(self.num_layers - 1)]
+        batch, source_len = ops.shape(values)[0], ops.shape(values)[1]
+        dtype = self.compute_dtype
+
+        # On TensorFlow, ops.scan keeps only outputs shaped like the carry, so the
+        # step's outputs (features, weights) ride along in the carry.
+        def body(carry, embedded_step):
+            features, weights, new_state = self._advance(
+                embedded_step, carry[2], keys, values, memory_mask, layer_masks
+            )
+            if weights is None:
+                weights = carry[1]
+            carry = (features, ops.cast(weights, dtype), new_state)
+            return carry, carry
+
+        initial = (
+            ops.zeros((batch, self.units), dtype=dtype),
+            ops.zeros((batch, source_len), dtype=dtype),
+            state,
+        )
+        steps_first = ops.transpose(embedded, (1, 0, 2))  # (T, batch, E)
+        _, (features, alignment, _) = ops.scan(body, initial, steps_first)
+        features = ops.transpose(features, (1, 0, 2))  # (batch, T, units)
+        alignment = ops.transpose(alignment, (1, 0, 2))  # (batch, T, S)
+        return features, alignment
+
+    def _dropout(self, inputs, training):
+        if not training or self.dropout == 0:
+            return inputs
+        return keras.random.dropout(inputs, rate=self.dropout, seed=self.seed_generator)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocab_size": self.vocab_size,
+                "embedding_dim": self.embedding_dim,
+                "units": self.units,
+                "attention": (
+                    None
+                    if self.attention is None
+                    else keras.saving.serialize_keras_object(self.attention)
+                ),
+                "attention_units": self.attention_units,
+                "attention_order": self.attention_order,
+                "input_feeding": self.input_feeding,
+                "num_layers": self.num_layers,
+                "dropout": self.dropout,
+                "bridge": self.bridge,
+                "use_coverage": self.use_coverage,
+                "use_gate": self.use_gate,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
+def masked_mean(memory, memory_mask=None):
+    """Mean over the source axis of `(batch, S, d)`, counting unmasked positions only."""
+    if memory_mask is None:
+        return ops.mean(memory, axis=1)
+    mask = ops.cast(ops.expand_dims(memory_mask, -1), memory.dtype)  # (batch, S, 1)
+    total = ops.sum(memory * mask, axis=1)
+    count = ops.maximum(ops.sum(mask, axis=1), ops.cast(1, memory.dtype))
+    return total / count

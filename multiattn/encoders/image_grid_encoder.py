@@ -1,0 +1,255 @@
+import os
+
+import keras
+from keras import ops
+
+BACKBONES = ("small_cnn", "mobilenet", "mobilenet_v2", "efficientnet_b0", "resnet50")
+_WIDTH_BACKBONES = ("mobilenet", "mobilenet_v2")  # the ones with an `alpha` width multiplier
+_DEFAULT_FILTERS = (32, 64, 128)
+
+
+def _application(backbone):
+    """Returns `(model_constructor, preprocess_input)` of a keras.applications backbone."""
+    applications = keras.applications
+    return {
+        "mobilenet": (applications.MobileNet, applications.mobilenet.preprocess_input),
+        "mobilenet_v2": (applications.MobileNetV2, applications.mobilenet_v2.preprocess_input),
+        "efficientnet_b0": (
+            applications.EfficientNetB0,
+            applications.efficientnet.preprocess_input,
+        ),
+        "resnet50": (applications.ResNet50, applications.resnet50.preprocess_input),
+    }[backbone]
+
+
+@keras.saving.register_keras_serializable(package="multiattn")
+class ImageGridEncoder(keras.layers.Layer):
+    """A CNN whose last feature map, read as a grid of regions, is an attention memory.
+
+    The backbone maps images `(batch, H_img, W_img, 3)` to a feature map
+    `(batch, H, W, C)`; its `H * W` cells become the regions of the memory, in
+    row-major order (region `i * W + j` is cell `(i, j)`), as in "Show, Attend and
+    Tell". With `units`, a linear `Dense(units)` projects each region to the size the
+    decoder wants; without it the regions keep the `C` backbone channels. There is no
+    activation on the projection, so the attention sees the features unsquashed.
+
+    The encoder takes raw RGB pixels as floats in [0, 255] whatever the backbone:
+    the backbone's own `preprocess_input` (or a division by 255 for `"small_cnn"`)
+    is applied inside the layer. Images must be channels-last. The grid size depends
+    on the image size (a stride of 32 for the keras.applications backbones, of
+    `2 ** len(filters)` for `"small_cnn"`); see `grid_shape`.
+
+    Args:
+        backbone: One of `"small_cnn"` (a few Conv2D + BatchNorm + ReLU + MaxPool
+            blocks trained from scratch), `"mobilenet"`, `"mobilenet_v2"`,
+            `"efficientnet_b0"` or `"resnet50"` (keras.applications models without
+            their classification top).
+        units: Size of the region vectors after a linear projection, or None to
+            keep the backbone's channels.
+        weights: Initial backbone weights: None (random), `"imagenet"` (downloaded
+            by keras.applications, so it needs internet the first time), or the path
+            of a weights file for this backbone (e.g. the official Keras
+            `mobilenet_2_5_224_tf_no_top.h5` with `backbone="mobilenet"`,
+            `alpha=0.25`). They are loaded when the layer is built. A layer re-created
+            from its config (`from_config`, hence when loading a `.keras` file)
+            keeps this value in its config but does not load it: the `.keras` file
+            restores the trained weights itself, so a saved model loads without the
+            weights file or internet. After a bare `from_config` the backbone is
+            randomly initialised, as every other layer is.
+        trainable_backbone: Whether the backbone is fine-tuned. A frozen backbone
+            has no trainable weights and runs its BatchNorm layers in inference
+            mode. None (the default) freezes pretrained backbones (`weights` given)
+            and trains randomly initialised ones, which would be useless frozen.
+            Setting `encoder.trainable` later applies to the backbone too, as for
+            any Keras layer.
+        alpha: Width multiplier of `"mobilenet"` and `"mobilenet_v2"` (None means
+            1.0); an error for the other backbones.
+        filters: Filters of the convolution blocks of `"small_cnn"` (None means
+            `(32, 64, 128)`); an error for the other backbones.
+        **kwargs: Standard layer arguments (`name`, `dtype`, `trainable`, ...).
+
+    Call arguments:
+        images: Float tensor `(batch, H_img, W_img, channels)` of raw pixels in
+            [0, 255]; `channels` is 3 except for `"small_cnn"`, which takes any.
+        training: Whether BatchNorm uses batch statistics (only in a trainable
+            backbone) and dropout-like layers are active.
+
+    Returns:
+        Regions `(batch, H * W, d)`, with `d = units` or the backbone's channels.
+
+    Attributes:
+        backbone_model: The backbone network, a `keras.Model` created when the layer
+            is built (with spatial dimensions None, so any image size is accepted).
+
+    Example:
+
+    >>> encoder = ImageGridEncoder("small_cnn", units=16, filters=(8, 16))
+    >>> regions = encoder(keras.random.uniform((2, 32, 32, 3), maxval=255.0))
+    >>> tuple(regions.shape), encoder.grid_shape((32, 32))
+    ((2, 64, 16), (8, 8))
+
+    Reference:
+        Xu et al., "Show, Attend and Tell: Neural Image Caption Generation with
+        Visual Attention", ICML 2015 (arXiv:1502.03044).
+    """
+
+    def __init__(
+        self,
+        backbone="small_cnn",
+        units=None,
+        weights=None,
+        trainable_backbone=None,
+        alpha=None,
+        filters=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if backbone not in BACKBONES:
+            raise ValueError(
+                f"Unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}"
+            )
+        if backbone == "small_cnn" and weights == "imagenet":
+            raise ValueError(
+                "`small_cnn` has no ImageNet weights; use weights=None or a weights file."
+            )
+        if alpha is not None and backbone not in _WIDTH_BACKBONES:
+            raise ValueError(
+                f"`alpha` is the width of {' and '.join(_WIDTH_BACKBONES)}; "
+                f"backbone {backbone!r} has none (got alpha={alpha})"
+            )
+        if filters is not None and backbone != "small_cnn":
+            raise ValueError(
+                f"`filters` configures `small_cnn` only; got filters={filters} with "
+                f"backbone {backbone!r}"
+            )
+        if weights not in (None, "imagenet"):
+            weights = os.fspath(weights)  # a pathlib.Path would not survive the config
+        self.backbone = backbone
+        self.units = None if units is None else int(units)
+        # `weights` cannot be stored under its own name: `Layer.weights` is the
+        # list of variables.
+        self.backbone_weights = weights
+        self.trainable_backbone = trainable_backbone
+        self.alpha = alpha
+        self.filters = None if filters is None else tuple(int(f) for f in filters)
+        # Cleared by `from_config`: a re-created layer gets its weights from elsewhere.
+        self._load_backbone_weights = True
+        self.projection = (
+            None
+            if self.units is None
+            else keras.layers.Dense(self.units, dtype=self.dtype_policy, name="projection")
+        )
+
+    @property
+    def backbone_is_trainable(self):
+        if self.trainable_backbone is None:
+            return self.backbone_weights is None
+        return bool(self.trainable_backbone)
+
+    def build(self, images_shape):
+        if keras.config.image_data_format() != "channels_last":
+            raise ValueError(
+                "ImageGridEncoder needs keras.config.image_data_format() == 'channels_last'"
+            )
+        channels = images_shape[-1]
+        weights = self.backbone_weights if self._load_backbone_weights else None
+        if weights not in (None, "imagenet") and not os.path.exists(weights):
+            raise ValueError(f"Backbone weights file not found: {weights!r}")
+        # Spatial dimensions stay None, so one encoder takes images of any size.
+        if self.backbone == "small_cnn":
+            self.backbone_model = self._small_cnn((None, None, channels))
+            if weights is not None:
+                self.backbone_model.load_weights(weights)
+        else:
+            if channels != 3:
+                raise ValueError(
+                    f"Backbone {self.backbone!r} takes RGB images; got {channels} channels"
+                )
+            model_constructor, _ = _application(self.backbone)
+            width = {} if self.alpha is None else {"alpha": self.alpha}
+            self.backbone_model = model_constructor(
+                include_top=False, weights=weights, input_shape=(None, None, 3), **width
+            )
+        # A layer created after `trainable` was set does not inherit it; do it here.
+        self.backbone_model.trainable = self.trainable and self.backbone_is_trainable
+        if self.projection is not None:
+            self.projection.trainable = self.trainable
+            if not self.projection.built:
+                self.projection.build((None, None, self.backbone_model.output_shape[-1]))
+        self.built = True
+
+    def _small_cnn(self, input_shape):
+        dtype = self.dtype_policy
+        blocks = [keras.Input(shape=input_shape)]
+        for index, filters in enumerate(self.filters or _DEFAULT_FILTERS):
+            blocks += [
+                # No bias: the BatchNorm right after has its own offset.
+                keras.layers.Conv2D(
+                    filters, 3, padding="same", use_bias=False, dtype=dtype, name=f"conv_{index}"
+                ),
+                keras.layers.BatchNormalization(dtype=dtype, name=f"batch_norm_{index}"),
+                keras.layers.ReLU(dtype=dtype, name=f"relu_{index}"),
+                keras.layers.MaxPooling2D(2, dtype=dtype, name=f"pool_{index}"),
+            ]
+        return keras.Sequential(blocks, name="small_cnn")
+
+    def preprocess(self, images):
+        """Maps raw [0, 255] pixels to what the backbone was trained on."""
+        if self.backbone == "small_cnn":
+            return images / 255.0
+        _, preprocess_input = _application(self.backbone)
+        return preprocess_input(images)
+
+    def call(self, images, training=None):
+        images = ops.cast(images, self.compute_dtype)
+        # A frozen backbone also keeps its BatchNorm statistics: inference mode.
+        backbone_training = training if self.backbone_model.trainable else False
+        features = self.backbone_model(self.preprocess(images), training=backbone_training)
+        # features: (batch, H, W, C)
+        batch_size = ops.shape(features)[0]
+        regions = ops.reshape(features, (batch_size, -1, features.shape[-1]))  # (batch, H*W, C)
+        if self.projection is not None:
+            regions = self.projection(regions)  # (batch, H*W, units)
+        return regions
+
+    def compute_output_shape(self, images_shape):
+        if not self.built:
+            self.build(images_shape)
+        _, height, width, channels = self.backbone_model.compute_output_shape(tuple(images_shape))
+        regions = None if height is None or width is None else height * width
+        return (images_shape[0], regions, channels if self.units is None else self.units)
+
+    def grid_shape(self, image_size):
+        """Returns the `(H, W)` grid of regions for images of size `(H_img, W_img)`.
+
+        Useful to draw the attention weights over the regions as an image. Builds
+        the layer for RGB images if it is not built yet.
+        """
+        if not self.built:
+            self.build((None, None, None, 3))
+        channels = self.backbone_model.input_shape[-1]
+        _, height, width, _ = self.backbone_model.compute_output_shape((1, *image_size, channels))
+        return height, width
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": self.backbone,
+                "units": self.units,
+                "weights": self.backbone_weights,
+                "trainable_backbone": self.trainable_backbone,
+                "alpha": self.alpha,
+                "filters": self.filters,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        layer = cls(**config)
+        # The config rebuilds the architecture; the weights come separately (a `.keras`
+        # file restores them after building), so the original file or download is
+        # not needed and maybe not there.
+        layer._load_backbone_weights = False
+        return layer

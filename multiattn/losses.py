@@ -1,0 +1,106 @@
+"""Losses for sequence models: masked cross-entropy and attention penalties."""
+
+import keras
+from keras import ops
+
+
+def masked_cross_entropy(targets, logits, mask=None, label_smoothing=0.0):
+    """Mean token cross-entropy over unmasked positions, in float32.
+
+    Args:
+        targets: int `(batch, T)` target ids.
+        logits: `(batch, T, vocab)` unnormalised scores.
+        mask: Optional boolean `(batch, T)`; default: `targets != 0` (0 is padding).
+        label_smoothing: Float in [0, 1): the target distribution is
+            `(1 - label_smoothing) * one_hot + label_smoothing / vocab`
+            (Szegedy et al. 2016).
+
+    Returns:
+        A float32 scalar: the loss summed over unmasked tokens divided by their count.
+    """
+    if mask is None:
+        mask = ops.not_equal(targets, 0)
+    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)  # (batch, T, vocab)
+    targets = ops.cast(targets, "int32")
+    target_log_probs = ops.squeeze(
+        ops.take_along_axis(log_probs, ops.expand_dims(targets, -1), axis=-1), -1
+    )
+    losses = -target_log_probs
+    if label_smoothing:
+        uniform = -ops.mean(log_probs, axis=-1)
+        losses = (1.0 - label_smoothing) * losses + label_smoothing * uniform
+    mask = ops.cast(mask, "float32")
+    return ops.sum(losses * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def doubly_stochastic_penalty(alignment, target_mask=None, source_mask=None):
+    """Show, Attend and Tell's penalty `sum_j (1 - sum_i alpha_ij)^2`, averaged over the batch.
+
+    It pushes every source position (image region) to receive, over the whole output,
+    a total attention of about one.
+
+    Args:
+        alignment: `(batch, target_len, source_len)` attention weights.
+        target_mask: Optional boolean `(batch, target_len)`: padded steps do not count.
+        source_mask: Optional boolean `(batch, source_len)`: padded positions do not count.
+
+    Reference:
+        Xu et al. 2015, "Show, Attend and Tell" (arXiv:1502.03044), eq. 14.
+    """
+    alignment = ops.cast(alignment, "float32")
+    if target_mask is not None:
+        alignment = alignment * ops.cast(ops.expand_dims(target_mask, -1), "float32")
+    received = ops.sum(alignment, axis=1)  # (batch, source_len)
+    penalty = ops.square(1.0 - received)
+    if source_mask is not None:
+        penalty = penalty * ops.cast(source_mask, "float32")
+    return ops.mean(ops.sum(penalty, axis=-1))
+
+
+def coverage_loss(alignment, target_mask=None):
+    """`sum_j min(alpha_ij, c_ij)` with `c_i` the attention of earlier steps, per target token.
+
+    Penalises attending again to what was already attended to (repetition).
+
+    Args:
+        alignment: `(batch, target_len, source_len)` attention weights.
+        target_mask: Optional boolean `(batch, target_len)`.
+
+    Reference:
+        See, Liu & Manning 2017, "Get To The Point" (arXiv:1704.04368), eq. 12-13;
+        the coverage vector of Tu et al. 2016 (arXiv:1601.04811).
+    """
+    alignment = ops.cast(alignment, "float32")
+    coverage = ops.cumsum(alignment, axis=1) - alignment  # attention before step i
+    per_step = ops.sum(ops.minimum(alignment, coverage), axis=-1)  # (batch, target_len)
+    if target_mask is None:
+        return ops.mean(per_step)
+    mask = ops.cast(target_mask, "float32")
+    return ops.sum(per_step * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="multiattn")
+class MaskedCrossEntropy(keras.losses.Loss):
+    """`masked_cross_entropy` as a Keras loss, for `model.compile(loss=...)`.
+
+    Targets equal to `pad_id` are left out. `y_pred` are logits.
+
+    Args:
+        label_smoothing: See `masked_cross_entropy`.
+        pad_id: The padding id of the targets.
+        name: Name of the loss.
+    """
+
+    def __init__(self, label_smoothing=0.0, pad_id=0, name="masked_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+        self.pad_id = pad_id
+
+    def call(self, y_true, y_pred):
+        mask = ops.not_equal(y_true, self.pad_id)
+        return masked_cross_entropy(y_true, y_pred, mask, self.label_smoothing)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"label_smoothing": self.label_smoothing, "pad_id": self.pad_id})
+        return config

@@ -1,0 +1,592 @@
+"""Greedy search, beam search and sampling over a step function.
+
+The searches know nothing about the model. They drive a step function
+
+    logits, new_state, attention = step_fn(token_ids, state, constants)
+
+where
+
+- `token_ids` is an int32 tensor `(batch,)`: the previous token of each hypothesis
+  (`start_id` at the first step).
+- `state` is a flat tuple of tensors, each with leading dimension `batch` (it may be
+  empty). Beam search reorders it with one `ops.take` per tensor.
+- `constants` is a tuple of tensors with leading dimension `batch` that never change
+  (encoder memory, its mask, ...). Beam search repeats them `beam_size` times once,
+  sentence-major (`ops.repeat(x, beam_size, axis=0)`: the beams of sentence 0 come
+  first), and never reorders them: all beams of one sentence share them.
+- `logits` is a float tensor `(batch, vocab)`, `new_state` has the structure of
+  `state`, and `attention` is a float tensor `(batch, source_length)` holding the
+  attention weights of the step, or `None` for a model without attention.
+
+The batch size is read from the first tensor of `initial_state`, else of `constants`,
+else from `source_mask`, so at least one of them must be given.
+
+Every search runs as one `keras.ops.while_loop` over fixed-size buffers, so it works
+eagerly and inside a `tf.function` (or a JAX `jit`). The loop stops as soon as every
+hypothesis has produced `end_id`, or after `max_length` tokens. Token id 0 is the
+padding id of the outputs: generated tokens are written without the start token,
+including the end token when one was produced, followed by 0s.
+
+Every search returns a dict with:
+
+- `"tokens"`: int32 `(batch, [num_return,] max_length)`.
+- `"lengths"`: int32 `(batch, [num_return])`, the number of tokens up to and
+  including the end token (`max_length` if no end token was produced).
+- `"log_probs"`: float32 `(batch, [num_return])`, the summed log-probabilities of the
+  tokens under the model.
+- `"scores"`: float32 `(batch, [num_return])`, the score the result was ranked by
+  (equal to `"log_probs"` except for a beam search with penalties).
+- `"attention"`: float32 `(batch, [num_return,] max_length, source_length)`, the
+  attention weights of each returned hypothesis at each of its steps (0 after its
+  end), or `None` if the step function returns no attention.
+"""
+
+import keras
+from keras import ops
+
+PAD_ID = 0
+
+_NEG_INF = float("-inf")
+# log(0) would make the coverage penalty -inf for any source position that no step
+# attended to; flooring the coverage keeps such hypotheses comparable.
+_COVERAGE_FLOOR = 1e-10
+
+
+def greedy_search(
+    step_fn,
+    initial_state,
+    constants=(),
+    *,
+    start_id,
+    end_id,
+    max_length,
+    min_length=0,
+    source_mask=None,
+):
+    """Decodes by taking the most probable token at every step.
+
+    Args:
+        step_fn: `logits, new_state, attention = step_fn(token_ids, state, constants)`,
+            see the module docstring.
+        initial_state: Tuple of tensors with leading dimension `batch` (may be `()`).
+        constants: Tuple of tensors with leading dimension `batch` passed unchanged
+            to every step.
+        start_id: Token fed at the first step; it is not part of the output.
+        end_id: Token that ends a hypothesis.
+        max_length: Maximum number of generated tokens (end token included).
+        min_length: `end_id` is forbidden until `min_length` tokens were generated,
+            so a finished hypothesis has at least `min_length + 1` tokens.
+        source_mask: Accepted so that greedy and beam search take the same arguments;
+            greedy search applies no coverage penalty, so it only serves to infer the
+            batch size when `initial_state` and `constants` are empty.
+
+    Returns:
+        A dict with `"tokens"` int32 `(batch, max_length)` (0-padded after the end
+        token), `"lengths"` int32 `(batch,)`, `"log_probs"` and `"scores"` float32
+        `(batch,)` (both the summed log-probability), and `"attention"` float32
+        `(batch, max_length, source_length)` or `None`.
+
+    Example:
+
+    >>> tables = ops.convert_to_tensor([[
+    ...     [0.1, 0.1, 0.1, 0.1, 0.6],  # after 0 (also the start token)
+    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (never fed)
+    ...     [0.2, 0.2, 0.2, 0.2, 0.2],  # after 2 (end)
+    ...     [0.1, 0.1, 0.7, 0.1, 0.0],  # after 3
+    ...     [0.1, 0.1, 0.1, 0.7, 0.0],  # after 4
+    ... ]])  # one sentence, vocabulary of 5, next-token probabilities
+    >>> def step_fn(token_ids, state, constants):
+    ...     (tables,) = constants  # (batch, vocab, vocab)
+    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+    ...     return logits, state, None  # no state, no attention
+    >>> result = greedy_search(step_fn, (), (tables,), start_id=0, end_id=2, max_length=5)
+    >>> ops.convert_to_numpy(result["tokens"]).tolist(), int(result["lengths"][0])
+    ([[4, 3, 2, 0, 0]], 3)
+    """
+
+    def choose(log_probs):
+        return ops.cast(ops.argmax(log_probs, axis=-1), "int32")
+
+    return _decode_single_path(
+        step_fn,
+        initial_state,
+        constants,
+        source_mask,
+        choose=choose,
+        start_id=start_id,
+        end_id=end_id,
+        max_length=max_length,
+        min_length=min_length,
+    )
+
+
+def sample(
+    step_fn,
+    initial_state,
+    constants=(),
+    *,
+    start_id,
+    end_id,
+    max_length,
+    temperature=1.0,
+    top_k=0,
+    seed=None,
+    min_length=0,
+):
+    """Decodes by sampling each token from the model's (tempered, top-k) distribution.
+
+    Args:
+        step_fn: `logits, new_state, attention = step_fn(token_ids, state, constants)`,
+            see the module docstring.
+        initial_state: Tuple of tensors with leading dimension `batch` (may be `()`).
+        constants: Tuple of tensors with leading dimension `batch` passed unchanged
+            to every step.
+        start_id: Token fed at the first step; it is not part of the output.
+        end_id: Token that ends a hypothesis.
+        max_length: Maximum number of generated tokens (end token included).
+        temperature: Positive float; the log-probabilities are divided by it before
+            sampling (below 1 sharpens, above 1 flattens the distribution).
+        top_k: If positive, sample only among the `top_k` most probable tokens of
+            each step (tokens tied with the k-th are kept too); 0 means no cut.
+        seed: An integer, `None`, or a `keras.random.SeedGenerator`. With the same
+            integer, eager calls return the same samples. Inside a `tf.function`, pass
+            a `SeedGenerator` created outside it (a new generator is a variable, and
+            `tf.function` cannot create variables on every call).
+        min_length: `end_id` is forbidden until `min_length` tokens were generated.
+
+    Returns:
+        Same dict as `greedy_search`; `"log_probs"` and `"scores"` are the summed
+        log-probabilities of the sampled tokens under the model itself (before the
+        temperature and the top-k cut).
+
+    Example:
+
+    >>> tables = ops.ones((2, 6, 6)) / 6  # two sentences, uniform next-token probabilities
+    >>> def step_fn(token_ids, state, constants):
+    ...     (tables,) = constants  # (batch, vocab, vocab)
+    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+    ...     return logits, state, None  # no state, no attention
+    >>> result = sample(step_fn, (), (tables,), start_id=0, end_id=1, max_length=4, seed=7)
+    >>> tuple(result["tokens"].shape)
+    (2, 4)
+    """
+    if not temperature > 0:
+        raise ValueError(f"`temperature` must be positive, got temperature={temperature}")
+    if top_k < 0:
+        raise ValueError(f"`top_k` must be 0 (no cut) or positive, got top_k={top_k}")
+    if isinstance(seed, keras.random.SeedGenerator):
+        seed_generator = seed
+    else:
+        seed_generator = keras.random.SeedGenerator(seed)
+
+    def choose(log_probs):
+        logits = log_probs / temperature
+        if top_k > 0:
+            k = min(top_k, log_probs.shape[-1] or top_k)
+            kth_best = ops.top_k(logits, k)[0][:, -1:]  # (batch, 1)
+            logits = ops.where(logits < kth_best, _NEG_INF, logits)
+        tokens = keras.random.categorical(logits, 1, dtype="int32", seed=seed_generator)
+        return tokens[:, 0]
+
+    return _decode_single_path(
+        step_fn,
+        initial_state,
+        constants,
+        None,
+        choose=choose,
+        start_id=start_id,
+        end_id=end_id,
+        max_length=max_length,
+        min_length=min_length,
+    )
+
+
+def beam_search(
+    step_fn,
+    initial_state,
+    constants=(),
+    *,
+    start_id,
+    end_id,
+    beam_size=4,
+    max_length,
+    min_length=0,
+    length_penalty=0.0,
+    coverage_penalty=0.0,
+    num_return=1,
+    no_repeat_ngram_size=0,
+    source_mask=None,
+):
+    """Decodes with a beam search, returning the `num_return` best hypotheses.
+
+    The `beam_size` hypotheses of each sentence are folded into the batch dimension
+    (row `sentence * beam_size + beam`) when calling `step_fn`. At each step every
+    hypothesis is extended by every token and the `beam_size` best candidates of each
+    sentence by summed log-probability are kept. A finished hypothesis (one that
+    produced `end_id`) stays in the beam: it has exactly one continuation, with
+    log-probability 0, so its score no longer changes and it competes with the live
+    hypotheses for a place. The search stops when every kept hypothesis is finished
+    (live ones could only lose probability) or after `max_length` steps.
+
+    During the search hypotheses are ranked by raw summed log-probability; the
+    penalties only re-rank the final beam (so they choose among the kept hypotheses,
+    they do not change which are kept). The final score is the GNMT one (Wu et al.
+    2016): `log_prob / lp + cp` with
+
+    - `lp = ((5 + length) / 6) ** length_penalty`,
+    - `cp = coverage_penalty * sum_j log(min(sum_i attention_ij, 1))`, summed over
+      the source positions `j` where `source_mask` is true (all if it is `None`),
+      `i` over the hypothesis' steps; the coverage is floored at 1e-10 so an
+      unattended position costs a large finite penalty rather than `-inf`.
+
+    With `beam_size=1` and no penalties the result is exactly `greedy_search`'s.
+
+    Args:
+        step_fn: `logits, new_state, attention = step_fn(token_ids, state, constants)`,
+            see the module docstring.
+        initial_state: Tuple of tensors with leading dimension `batch` (may be `()`).
+            Repeated `beam_size` times sentence-major, then reordered with the beams.
+        constants: Tuple of tensors with leading dimension `batch`, repeated
+            `beam_size` times sentence-major once and never reordered.
+        start_id: Token fed at the first step; it is not part of the output.
+        end_id: Token that ends a hypothesis.
+        beam_size: Number of hypotheses kept per sentence.
+        max_length: Maximum number of generated tokens (end token included).
+        min_length: `end_id` is forbidden until `min_length` tokens were generated,
+            so a finished hypothesis has at least `min_length + 1` tokens.
+        length_penalty: GNMT `alpha`; positive values favour longer hypotheses.
+        coverage_penalty: GNMT `beta`; positive values favour hypotheses whose
+            attention covers the source. Needs a step function that returns attention.
+        num_return: Number of hypotheses returned per sentence, best first
+            (`1 <= num_return <= beam_size`).
+        no_repeat_ngram_size: If `n > 0`, a token is forbidden when it would complete
+            an n-gram that already occurs in the hypothesis' generated tokens (the start
+            token is not part of them).
+        source_mask: Optional boolean `(batch, source_length)`, true on real source
+            positions; used by the coverage penalty only.
+
+    Returns:
+        A dict with `"tokens"` int32 `(batch, num_return, max_length)` (0-padded after
+        the end token), `"lengths"` int32 `(batch, num_return)`, `"scores"` float32
+        `(batch, num_return)` (the final ranking score, penalties included),
+        `"log_probs"` float32 `(batch, num_return)` (the raw summed log-probability)
+        and `"attention"` float32 `(batch, num_return, max_length, source_length)` or
+        `None`.
+
+    Example:
+
+    >>> tables = ops.convert_to_tensor([[
+    ...     [0.1, 0.1, 0.0, 0.45, 0.35],  # after 0 (also the start token)
+    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (end; fed only to finished beams)
+    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 2 (never fed)
+    ...     [0.2, 0.3, 0.0, 0.25, 0.25],  # after 3: greedy's first choice, then a dead end
+    ...     [0.05, 0.9, 0.0, 0.0, 0.05],  # after 4
+    ... ]])  # one sentence, vocabulary of 5, next-token probabilities
+    >>> def step_fn(token_ids, state, constants):
+    ...     (tables,) = constants  # (batch, vocab, vocab)
+    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+    ...     return logits, state, None  # no state, no attention
+    >>> result = beam_search(
+    ...     step_fn, (), (tables,), start_id=0, end_id=1, beam_size=2, max_length=4
+    ... )
+    >>> ops.convert_to_numpy(result["tokens"]).tolist()
+    [[[4, 1, 0, 0]]]
+
+    Reference:
+        Wu et al., "Google's Neural Machine Translation System: Bridging the Gap
+        between Human and Machine Translation", 2016 (arXiv:1609.08144), section 7.
+    """
+    if beam_size < 1:
+        raise ValueError(f"`beam_size` must be at least 1, got beam_size={beam_size}")
+    if not 1 <= num_return <= beam_size:
+        raise ValueError(
+            f"`num_return` must be in [1, beam_size={beam_size}], got num_return={num_return}"
+        )
+    if no_repeat_ngram_size < 0:
+        raise ValueError(f"`no_repeat_ngram_size` must be non-negative, got {no_repeat_ngram_size}")
+    _check_lengths(max_length, min_length)
+    initial_state, constants = _as_tuple(initial_state), _as_tuple(constants)
+    batch_size = _batch_size(initial_state, constants, source_mask)
+    rows = batch_size * beam_size
+    state = tuple(ops.repeat(tensor, beam_size, axis=0) for tensor in initial_state)
+    constants = tuple(ops.repeat(tensor, beam_size, axis=0) for tensor in constants)
+
+    def advance(carry, logits, new_state, attention):
+        step = carry["step"]
+        log_probs = _step_log_probs(logits, step, end_id=end_id, min_length=min_length)
+        vocab_size = log_probs.shape[-1] or ops.shape(log_probs)[-1]
+        if no_repeat_ngram_size > 0:
+            banned = _repeated_ngram_bans(carry["tokens"], step, no_repeat_ngram_size, vocab_size)
+            if banned is not None:
+                log_probs = ops.where(banned, _NEG_INF, log_probs)
+        log_probs = _continue_finished(log_probs, carry["finished"], end_id)
+        scores = ops.expand_dims(carry["log_probs"], -1) + log_probs  # (rows, vocab)
+        scores = ops.reshape(scores, (-1, beam_size * vocab_size))  # (batch, beam * vocab)
+        best_scores, best = ops.top_k(scores, beam_size)  # (batch, beam)
+        best = ops.cast(best, "int32")
+        sentence_rows = ops.arange(ops.shape(best)[0], dtype="int32")[:, None] * beam_size
+        # Row (in the folded batch) of the hypothesis each kept candidate extends.
+        source = ops.reshape(sentence_rows + best // vocab_size, (-1,))  # (rows,)
+        tokens = ops.reshape(best % vocab_size, (-1,))  # (rows,)
+        was_finished = ops.take(carry["finished"], source, axis=0)
+        new_carry = {
+            "step": step + 1,
+            "token_ids": tokens,
+            "state": tuple(ops.take(tensor, source, axis=0) for tensor in new_state),
+            "log_probs": ops.reshape(best_scores, (-1,)),
+            "finished": ops.logical_or(was_finished, tokens == end_id),
+            "lengths": ops.take(carry["lengths"], source, axis=0)
+            + ops.cast(ops.logical_not(was_finished), "int32"),
+            "tokens": _write(
+                ops.take(carry["tokens"], source, axis=0),
+                step,
+                ops.where(was_finished, PAD_ID, tokens),
+            ),
+        }
+        if "attention" in carry:
+            attention = ops.take(ops.cast(attention, "float32"), source, axis=0)
+            new_carry["attention"] = _write(
+                ops.take(carry["attention"], source, axis=0),
+                step,
+                ops.where(was_finished[:, None], 0.0, attention),
+            )
+        return new_carry
+
+    # Only beam 0 of each sentence is live at first: the beams start identical, and
+    # live copies would fill the beam with duplicates.
+    first_beam = ops.arange(rows, dtype="int32") % beam_size == 0
+    carry = {
+        "step": ops.convert_to_tensor(0, "int32"),
+        "token_ids": ops.full((rows,), start_id, dtype="int32"),
+        "state": state,
+        "log_probs": ops.cast(ops.where(first_beam, 0.0, _NEG_INF), "float32"),
+        "finished": ops.zeros((rows,), dtype="bool"),
+        "lengths": ops.zeros((rows,), dtype="int32"),
+        "tokens": ops.zeros((rows, max_length), dtype="int32"),
+    }
+    carry = _run_loop(step_fn, constants, carry, advance, max_length)
+    if coverage_penalty and "attention" not in carry:
+        raise ValueError("`coverage_penalty` needs a `step_fn` that returns attention weights.")
+
+    log_probs = ops.reshape(carry["log_probs"], (-1, beam_size))  # (batch, beam)
+    lengths = ops.reshape(carry["lengths"], (-1, beam_size))  # (batch, beam)
+    scores = log_probs
+    if length_penalty:
+        scores = scores / _length_penalty(lengths, length_penalty)
+    if coverage_penalty:
+        attention = carry["attention"]  # (rows, max_length, source_length)
+        attention = ops.reshape(attention, (-1, beam_size, *ops.shape(attention)[1:]))
+        scores = scores + _coverage_penalty(attention, source_mask, coverage_penalty)
+    scores, order = ops.top_k(scores, num_return)  # (batch, num_return), best first
+    order = ops.cast(order, "int32")
+    sentence_rows = ops.arange(ops.shape(order)[0], dtype="int32")[:, None] * beam_size
+    chosen = ops.reshape(sentence_rows + order, (-1,))  # (batch * num_return,)
+
+    def pick(tensor):
+        tensor = ops.take(tensor, chosen, axis=0)
+        return ops.reshape(tensor, (-1, num_return, *ops.shape(tensor)[1:]))
+
+    return {
+        "tokens": pick(carry["tokens"]),
+        "lengths": pick(carry["lengths"]),
+        "scores": scores,
+        "log_probs": pick(carry["log_probs"]),
+        "attention": pick(carry["attention"]) if "attention" in carry else None,
+    }
+
+
+# -- shared -------------------------------------------------------------------------
+def _decode_single_path(
+    step_fn,
+    initial_state,
+    constants,
+    source_mask,
+    *,
+    choose,
+    start_id,
+    end_id,
+    max_length,
+    min_length,
+):
+    """The loop of greedy search and sampling: one hypothesis per sentence."""
+    _check_lengths(max_length, min_length)
+    initial_state, constants = _as_tuple(initial_state), _as_tuple(constants)
+    batch_size = _batch_size(initial_state, constants, source_mask)
+
+    def advance(carry, logits, new_state, attention):
+        step, finished = carry["step"], carry["finished"]
+        log_probs = _step_log_probs(logits, step, end_id=end_id, min_length=min_length)
+        log_probs = _continue_finished(log_probs, finished, end_id)
+        tokens = choose(log_probs)  # (batch,)
+        token_log_probs = ops.take_along_axis(log_probs, tokens[:, None], axis=-1)[:, 0]
+        new_carry = {
+            "step": step + 1,
+            "token_ids": tokens,
+            "state": tuple(new_state),
+            "log_probs": carry["log_probs"] + token_log_probs,
+            "finished": ops.logical_or(finished, tokens == end_id),
+            "lengths": carry["lengths"] + ops.cast(ops.logical_not(finished), "int32"),
+            "tokens": _write(carry["tokens"], step, ops.where(finished, PAD_ID, tokens)),
+        }
+        if "attention" in carry:
+            attention = ops.where(finished[:, None], 0.0, ops.cast(attention, "float32"))
+            new_carry["attention"] = _write(carry["attention"], step, attention)
+        return new_carry
+
+    carry = {
+        "step": ops.convert_to_tensor(0, "int32"),
+        "token_ids": ops.full((batch_size,), start_id, dtype="int32"),
+        "state": initial_state,
+        "log_probs": ops.zeros((batch_size,), dtype="float32"),
+        "finished": ops.zeros((batch_size,), dtype="bool"),
+        "lengths": ops.zeros((batch_size,), dtype="int32"),
+        "tokens": ops.zeros((batch_size, max_length), dtype="int32"),
+    }
+    carry = _run_loop(step_fn, constants, carry, advance, max_length)
+    return {
+        "tokens": carry["tokens"],
+        "lengths": carry["lengths"],
+        "scores": carry["log_probs"],
+        "log_probs": carry["log_probs"],
+        "attention": carry.get("attention"),
+    }
+
+
+def _run_loop(step_fn, constants, carry, advance, max_length):
+    """Runs the first step, then the `while_loop` of the others; returns the carry.
+
+    The first step runs outside the loop to learn whether the model returns attention
+    and its source length, which fix the loop's buffers.
+    """
+
+    def call(carry):
+        logits, new_state, attention = step_fn(carry["token_ids"], carry["state"], constants)
+        new_state = _as_tuple(new_state)
+        if len(new_state) != len(carry["state"]):
+            raise ValueError(
+                f"`step_fn` returned a state of {len(new_state)} tensors for a state of "
+                f"{len(carry['state'])}; the state must keep its structure."
+            )
+        return logits, new_state, attention
+
+    logits, new_state, attention = call(carry)
+    if attention is not None:
+        rows, source_length = ops.shape(carry["tokens"])[0], ops.shape(attention)[-1]
+        carry["attention"] = ops.zeros((rows, max_length, source_length), dtype="float32")
+    carry = advance(carry, logits, new_state, attention)
+
+    def condition(carry):
+        # Beams with a score of -inf (only possible when fewer candidates than beams
+        # exist) can never win; they must not keep the loop running.
+        done = ops.logical_or(carry["finished"], carry["log_probs"] == _NEG_INF)
+        return ops.logical_and(carry["step"] < max_length, ops.logical_not(ops.all(done)))
+
+    def body(carry):
+        return (advance(carry, *call(carry)),)
+
+    (carry,) = ops.while_loop(condition, body, (carry,), maximum_iterations=max_length)
+    return carry
+
+
+def _step_log_probs(logits, step, *, end_id, min_length):
+    """float32 log-probabilities `(rows, vocab)`, with `end_id` banned before `min_length`."""
+    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    if min_length > 0:
+        vocab_ids = ops.arange(ops.shape(log_probs)[-1], dtype="int32")
+        banned = ops.logical_and(vocab_ids == end_id, step < min_length)  # (vocab,)
+        log_probs = ops.where(banned, _NEG_INF, log_probs)
+    return log_probs
+
+
+def _continue_finished(log_probs, finished, end_id):
+    """Gives finished rows one continuation, `end_id` with log-probability 0."""
+    vocab_ids = ops.arange(ops.shape(log_probs)[-1], dtype="int32")
+    only_end = ops.cast(ops.where(vocab_ids == end_id, 0.0, _NEG_INF), "float32")  # (vocab,)
+    return ops.where(finished[:, None], only_end, log_probs)
+
+
+def _repeated_ngram_bans(tokens, step, ngram_size, vocab_size):
+    """Which next tokens would repeat an n-gram of each hypothesis.
+
+    Args:
+        tokens: int32 `(rows, max_length)` buffer; positions `< step` are generated.
+        step: Scalar int, the position of the token about to be generated.
+        ngram_size: `n`.
+        vocab_size: Size of the vocabulary.
+
+    Returns:
+        Boolean `(rows, vocab_size)`, or `None` if the buffer is too short to hold a
+        repeated n-gram.
+    """
+    max_length = tokens.shape[1]
+    starts = max_length - ngram_size + 1  # n-gram start positions in the buffer
+    if starts <= 0:
+        return None
+    rows = ops.shape(tokens)[0]
+    # The n-gram starting at i is repeated by the next token when its first n - 1
+    # tokens equal the last n - 1 generated ones; only n-grams already complete count.
+    matches = ops.arange(starts, dtype="int32") <= step - ngram_size  # (starts,)
+    matches = ops.broadcast_to(matches[None, :], (rows, starts))
+    for offset in range(ngram_size - 1):
+        earlier = tokens[:, offset : offset + starts]  # (rows, starts)
+        latest_position = ops.maximum(step - ngram_size + 1 + offset, 0)
+        latest = ops.take(tokens, latest_position, axis=1)  # (rows,)
+        matches = ops.logical_and(matches, earlier == latest[:, None])
+    followers = tokens[:, ngram_size - 1 :]  # (rows, starts), the n-grams' last tokens
+    row_ids = ops.broadcast_to(ops.arange(rows, dtype="int32")[:, None], (rows, starts))
+    indices = ops.reshape(ops.stack([row_ids, followers], axis=-1), (-1, 2))
+    # A scatter-add keeps the memory at (rows, vocab), not (rows, max_length, vocab).
+    counts = ops.scatter(
+        indices, ops.reshape(ops.cast(matches, "float32"), (-1,)), (rows, vocab_size)
+    )
+    return counts > 0
+
+
+def _length_penalty(lengths, alpha):
+    """GNMT length penalty `((5 + length) / 6) ** alpha`."""
+    return ops.power((5.0 + ops.cast(lengths, "float32")) / 6.0, alpha)
+
+
+def _coverage_penalty(attention, source_mask, beta):
+    """GNMT coverage penalty of `(batch, beam, steps, source)` attention, `(batch, beam)`."""
+    coverage = ops.sum(attention, axis=2)  # (batch, beam, source)
+    coverage = ops.maximum(ops.minimum(coverage, 1.0), _COVERAGE_FLOOR)
+    log_coverage = ops.log(coverage)
+    if source_mask is not None:
+        mask = ops.expand_dims(ops.cast(source_mask, "bool"), 1)  # (batch, 1, source)
+        log_coverage = ops.where(mask, log_coverage, 0.0)
+    return beta * ops.sum(log_coverage, axis=-1)
+
+
+def _write(buffer, step, values):
+    """Writes `values` `(rows, ...)` at time `step` of `buffer` `(rows, time, ...)`."""
+    start = (0, step) + (0,) * (len(buffer.shape) - 2)
+    return ops.slice_update(buffer, start, ops.expand_dims(values, 1))
+
+
+def _as_tuple(tensors):
+    if tensors is None:
+        return ()
+    if isinstance(tensors, (tuple, list)):
+        return tuple(ops.convert_to_tensor(tensor) for tensor in tensors)
+    return (ops.convert_to_tensor(tensors),)
+
+
+def _batch_size(state, constants, source_mask):
+    for tensor in (*state, *constants, source_mask):
+        if tensor is not None:
+            return ops.shape(tensor)[0]
+    raise ValueError(
+        "Cannot infer the batch size: give at least one tensor in `initial_state` or "
+        "`constants` (or a `source_mask`)."
+    )
+
+
+def _check_lengths(max_length, min_length):
+    if max_length < 1:
+        raise ValueError(f"`max_length` must be at least 1, got max_length={max_length}")
+    if min_length < 0:
+        raise ValueError(f"`min_length` must be non-negative, got min_length={min_length}")

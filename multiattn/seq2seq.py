@@ -1,0 +1,280 @@
+import keras
+from keras import ops
+
+from multiattn import search
+from multiattn.losses import coverage_loss, doubly_stochastic_penalty, masked_cross_entropy
+
+METHODS = ("greedy", "beam", "sample")
+
+
+@keras.saving.register_keras_serializable(package="multiattn")
+class Seq2Seq(keras.Model):
+    """An encoder and a decoder, trained with `model.fit` and decoded with `generate`.
+
+    `fit` takes `((source, target_in), target_out)`: `target_in` is the target with the
+    start token prepended, `target_out` the target followed by the end token, both
+    padded with 0. The loss is the cross-entropy over non-padding tokens (optionally
+    label-smoothed) plus the attention penalties that are switched on; the metric
+    `accuracy` is the token accuracy over non-padding tokens.
+
+    The encoder is any layer that maps a source batch to either `memory` or
+    `(memory, memory_mask, encoder_state)` (like `BiLSTMEncoder`; `ImageGridEncoder`
+    returns the memory alone). The decoder is an `AttentionDecoder` or `PlainDecoder`.
+
+    Args:
+        encoder: The encoder layer.
+        decoder: The decoder layer.
+        start_id: Id of the start token (the first decoder input when generating).
+        end_id: Id of the end token.
+        reverse_source: Reverse every source sequence (its unpadded part) before
+            encoding, as Sutskever et al. 2014 did for their model without attention.
+        label_smoothing: Label smoothing of the cross-entropy.
+        attention_penalty: Weight `lambda` of the doubly stochastic attention penalty
+            (Show, Attend and Tell); 0 switches it off.
+        coverage_loss_weight: Weight of the coverage loss (See et al. 2017); 0
+            switches it off.
+        **kwargs: Standard model arguments.
+
+    Call arguments:
+        inputs: `(source, target_in)`.
+        training: Whether dropout is active.
+
+    Returns:
+        `(logits, alignment)` with the decoder's attention, logits alone without.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from multiattn import AttentionDecoder, BiLSTMEncoder
+    >>> encoder = BiLSTMEncoder(vocab_size=30, embedding_dim=8, units=16)
+    >>> decoder = AttentionDecoder(vocab_size=30, embedding_dim=8, units=16)
+    >>> model = Seq2Seq(encoder, decoder, start_id=1, end_id=2)
+    >>> model.compile(optimizer="adam")
+    >>> source = np.array([[5, 6, 7, 0], [8, 9, 0, 0]])
+    >>> target_in, target_out = np.array([[1, 7, 6, 5]]*2), np.array([[7, 6, 5, 2]]*2)
+    >>> history = model.fit((source, target_in), target_out, epochs=1, verbose=0)
+    >>> result = model.generate(source, method="beam", beam_size=4, max_length=6)
+    >>> result["tokens"].shape, result["attention"].shape
+    ((2, 1, 6), (2, 1, 6, 4))
+    """
+
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        start_id=1,
+        end_id=2,
+        reverse_source=False,
+        label_smoothing=0.0,
+        attention_penalty=0.0,
+        coverage_loss_weight=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if (attention_penalty or coverage_loss_weight) and decoder.attention is None:
+            raise ValueError("Attention penalties need a decoder with attention.")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.start_id = int(start_id)
+        self.end_id = int(end_id)
+        self.reverse_source = reverse_source
+        self.label_smoothing = label_smoothing
+        self.attention_penalty = attention_penalty
+        self.coverage_loss_weight = coverage_loss_weight
+        self.token_accuracy = keras.metrics.Mean(name="accuracy")
+        # Created here, outside any compiled function; `generate` re-seeds it.
+        self.sampling_seed_generator = keras.random.SeedGenerator(0)
+        self._generation_settings = None
+        self._compiled_generation_settings = None
+
+    # -- forward ---------------------------------------------------------------
+    def encode(self, source, training=None):
+        """Returns `(memory, memory_mask, encoder_state)`; the mask is never `None`."""
+        if self.reverse_source:
+            source = reverse_padded(source)
+        outputs = self.encoder(source, training=training)
+        if isinstance(outputs, (tuple, list)):
+            memory, memory_mask, encoder_state = outputs
+        else:
+            memory, memory_mask, encoder_state = outputs, None, None
+        if memory_mask is None:
+            memory_mask = ops.ones(ops.shape(memory)[:2], dtype="bool")
+        return memory, memory_mask, encoder_state
+
+    def call(self, inputs, training=None):
+        source, target_in = inputs
+        memory, memory_mask, encoder_state = self.encode(source, training=training)
+        outputs = self.decoder(
+            target_in,
+            memory,
+            memory_mask=memory_mask,
+            encoder_state=encoder_state,
+            training=training,
+        )
+        if not isinstance(outputs, (tuple, list)):  # no attention
+            return outputs
+        logits, alignment = outputs
+        target_mask = ops.not_equal(target_in, 0)
+        if self.attention_penalty:
+            penalty = doubly_stochastic_penalty(alignment, target_mask, memory_mask)
+            self.add_loss(self.attention_penalty * penalty)
+        if self.coverage_loss_weight:
+            self.add_loss(self.coverage_loss_weight * coverage_loss(alignment, target_mask))
+        return logits, alignment
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        logits = y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
+        loss = masked_cross_entropy(y, logits, label_smoothing=self.label_smoothing)
+        for extra in self.losses:
+            loss = loss + ops.cast(extra, "float32")
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        logits = y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
+        correct = ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), ops.cast(y, "int32"))
+        self.token_accuracy.update_state(
+            ops.cast(correct, "float32"), sample_weight=ops.cast(ops.not_equal(y, 0), "float32")
+        )
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    # -- generation ------------------------------------------------------------
+    def generate(
+        self,
+        source,
+        method="greedy",
+        max_length=50,
+        batch_size=64,
+        beam_size=4,
+        **search_kwargs,
+    ):
+        """Decodes `source` with greedy search, beam search or sampling.
+
+        The search loop is compiled with the model's predict function (and so is
+        `jit_compile`d when the model is); batches of `batch_size` run at once.
+
+        Args:
+            source: Source batch (NumPy array, tensor, or a `tf.data.Dataset` of
+                sources with a fixed padded length).
+            method: `"greedy"`, `"beam"` or `"sample"`.
+            max_length: Most tokens generated (the end token included).
+            batch_size: Sentences decoded at once.
+            beam_size: Beams per sentence (beam search).
+            **search_kwargs: Passed to the search function: `min_length`,
+                `length_penalty`, `coverage_penalty`, `num_return`,
+                `no_repeat_ngram_size` (beam), `temperature`, `top_k`, `seed`
+                (sampling).
+
+        Returns:
+            A dict of NumPy arrays: `tokens`, `lengths`, `scores`, `log_probs`, and
+            `attention` when the decoder attends (see `multiattn.search`).
+        """
+        if method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
+        if method == "sample":
+            seed = search_kwargs.pop("seed", None)
+            self.sampling_seed_generator.state.assign(keras.random.SeedGenerator(seed).state)
+            search_kwargs["seed"] = self.sampling_seed_generator
+        settings = {"method": method, "max_length": int(max_length), **search_kwargs}
+        if method == "beam":
+            settings["beam_size"] = int(beam_size)
+        settings = tuple(sorted(settings.items(), key=lambda item: item[0]))
+        self._generation_settings = settings
+        try:
+            if settings != self._compiled_generation_settings:
+                self.make_predict_function(force=True)
+                self._compiled_generation_settings = settings
+            return self.predict(source, batch_size=batch_size, verbose=0)
+        finally:
+            self._generation_settings = None
+
+    def predict(self, x, *args, **kwargs):
+        if self._generation_settings is None and self._compiled_generation_settings is not None:
+            # The compiled predict function runs search: rebuild the plain one.
+            self._compiled_generation_settings = None
+            self.make_predict_function(force=True)
+        return super().predict(x, *args, **kwargs)
+
+    def predict_step(self, data):
+        if self._generation_settings is None:
+            return super().predict_step(data)
+        source = data[0] if isinstance(data, (tuple, list)) else data
+        return self._search(source, **dict(self._generation_settings))
+
+    def _search(self, source, method, max_length, beam_size=None, **search_kwargs):
+        memory, memory_mask, encoder_state = self.encode(source, training=False)
+        state = self.decoder.get_initial_state(memory, memory_mask, encoder_state)
+        keys, values = self.decoder.prepare_memory(memory)
+        decoder = self.decoder
+
+        def step_fn(token_ids, state, constants):
+            keys, values, memory_mask = constants
+            return decoder.step(token_ids, state, (keys, values), memory_mask)
+
+        common = {
+            "start_id": self.start_id,
+            "end_id": self.end_id,
+            "max_length": max_length,
+        }
+        constants = (keys, values, memory_mask)
+        if method == "greedy":
+            result = search.greedy_search(
+                step_fn, state, constants, source_mask=memory_mask, **common, **search_kwargs
+            )
+        elif method == "beam":
+            result = search.beam_search(
+                step_fn,
+                state,
+                constants,
+                beam_size=beam_size,
+                source_mask=memory_mask,
+                **common,
+                **search_kwargs,
+            )
+        else:
+            result = search.sample(step_fn, state, constants, **common, **search_kwargs)
+        return {key: value for key, value in result.items() if value is not None}
+
+    # -- saving ----------------------------------------------------------------
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        source_shape, target_shape = input_shape
+        if not self.encoder.built:
+            self.encoder.build(source_shape)
+        memory_shape = self.encoder.compute_output_shape(source_shape)
+        if isinstance(memory_shape, (tuple, list)) and isinstance(memory_shape[0], (tuple, list)):
+            memory_shape = memory_shape[0]
+        if not self.decoder.built:
+            self.decoder.build(target_shape, memory_shape)
+        self.built = True
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "decoder": keras.saving.serialize_keras_object(self.decoder),
+                "start_id": self.start_id,
+                "end_id": self.end_id,
+                "reverse_source": self.reverse_source,
+                "label_smoothing": self.label_smoothing,
+                "attention_penalty": self.attention_penalty,
+                "coverage_loss_weight": self.coverage_loss_weight,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        return cls(**config)
+
+
+def reverse_padded(token_ids):
+    """Reverses the non-padding prefix of each row: `[a b c 0 0] -> [c b a 0 0]`."""
+    lengths = ops.sum(ops.cast(ops.not_equal(token_ids, 0), "int32"), axis=1, keepdims=True)
+    positions = ops.expand_dims(ops.arange(ops.shape(token_ids)[1], dtype="int32"), 0)
+    source_positions = ops.where(positions < lengths, lengths - 1 - positions, positions)
+    return ops.take_along_axis(token_ids, source_positions, axis=1)

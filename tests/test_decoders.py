@@ -1,0 +1,265 @@
+"""Decoders: one `step` equals the training path; NumPy reference; masking; saving."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from multiattn.attention import BahdanauAttention, LuongAttention
+from multiattn.decoders import AttentionDecoder, PlainDecoder
+
+VOCAB, EMBEDDING, UNITS, MEMORY_DIM = 13, 5, 8, 6
+
+CONFIGS = {
+    "bahdanau-order": {},
+    "luong-feeding": {"attention": "luong-general", "attention_order": "luong"},
+    "luong-fast-path": {
+        "attention": "luong-general",
+        "attention_order": "luong",
+        "input_feeding": False,
+    },
+    "coverage-gate-2-layers": {"use_coverage": True, "use_gate": True, "num_layers": 2},
+    "key-value-zero-bridge": {"attention": "key-value", "bridge": "zero"},
+    "luong-concat-2-layers": {
+        "attention": "luong-concat",
+        "attention_order": "luong",
+        "num_layers": 2,
+    },
+}
+
+
+def make_decoder(config_name):
+    if config_name == "plain":
+        return PlainDecoder(VOCAB, EMBEDDING, UNITS, num_layers=2)
+    return AttentionDecoder(VOCAB, EMBEDDING, UNITS, **CONFIGS[config_name])
+
+
+def batch(rng, source_len=7):
+    memory = rng.normal(size=(3, source_len, MEMORY_DIM)).astype("float32")
+    memory_mask = np.ones((3, source_len), bool)
+    memory_mask[1, 4:] = False
+    memory_mask[2, 2:] = False
+    target_ids = rng.integers(1, VOCAB, size=(3, 6)).astype("int32")
+    return target_ids, memory, memory_mask
+
+
+def first_output(outputs):
+    """The logits, whether the decoder returned `(logits, alignment)` or logits alone."""
+    return outputs[0] if isinstance(outputs, tuple) else outputs
+
+
+def run_steps(decoder, target_ids, memory, memory_mask):
+    state = decoder.get_initial_state(memory, memory_mask)
+    prepared = decoder.prepare_memory(memory)
+    all_logits, all_weights = [], []
+    for position in range(target_ids.shape[1]):
+        logits, state, weights = decoder.step(target_ids[:, position], state, prepared, memory_mask)
+        all_logits.append(np.asarray(logits))
+        all_weights.append(None if weights is None else np.asarray(weights))
+    return np.stack(all_logits, 1), all_weights
+
+
+@pytest.mark.parametrize("config_name", [*CONFIGS, "plain"])
+def test_step_equals_training_path(config_name, rng):
+    decoder = make_decoder(config_name)
+    target_ids, memory, memory_mask = batch(rng)
+    outputs = decoder(target_ids, memory, memory_mask=memory_mask)
+    logits, alignment = outputs if config_name != "plain" else (outputs, None)
+    step_logits, step_weights = run_steps(decoder, target_ids, memory, memory_mask)
+    np.testing.assert_allclose(step_logits, logits, rtol=1e-4, atol=1e-5)
+    if config_name == "plain":
+        assert step_weights[0] is None
+    else:
+        np.testing.assert_allclose(np.stack(step_weights, 1), alignment, rtol=1e-4, atol=1e-6)
+        alignment = np.asarray(alignment)
+        assert np.all(alignment[~np.broadcast_to(memory_mask[:, None], alignment.shape)] == 0)
+        np.testing.assert_allclose(alignment.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_fast_path_is_taken_only_when_the_order_allows():
+    assert make_decoder("luong-fast-path").uses_fast_path
+    assert make_decoder("plain").uses_fast_path
+    for name in ("bahdanau-order", "luong-feeding", "coverage-gate-2-layers"):
+        assert not make_decoder(name).uses_fast_path
+
+
+def test_fast_path_equals_scanned_recurrence(rng):
+    decoder = make_decoder("luong-fast-path")
+    target_ids, memory, memory_mask = batch(rng)
+    decoder(target_ids, memory, memory_mask=memory_mask)
+    state = decoder.get_initial_state(memory, memory_mask)
+    keys, values = decoder.prepare_memory(memory)
+    embedded = decoder.embedding(target_ids)
+    fast = decoder._call_fast(embedded, state, keys, values, memory_mask, False)
+    scanned = decoder._call_scan(embedded, state, keys, values, memory_mask, False)
+    for got, want in zip(fast, scanned, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+# -- NumPy reference of one step, straight from the papers' equations ------------------
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def np_lstm(weights, inputs, hidden, cell):
+    kernel, recurrent_kernel, bias = weights
+    gates = inputs @ kernel + hidden @ recurrent_kernel + bias
+    i, f, c, o = np.split(gates, 4, axis=-1)  # Keras' gate order
+    cell = sigmoid(f) * cell + sigmoid(i) * np.tanh(c)
+    hidden = sigmoid(o) * np.tanh(cell)
+    return hidden, cell
+
+
+def np_softmax_masked(scores, mask):
+    scores = np.where(mask, scores, -np.inf)
+    exp = np.exp(scores - scores.max(-1, keepdims=True))
+    return exp / exp.sum(-1, keepdims=True)
+
+
+def numpy_of(layer):
+    return [keras.ops.convert_to_numpy(w) for w in layer.weights]
+
+
+@pytest.mark.parametrize("order", ["bahdanau", "luong"])
+def test_first_steps_match_numpy(order, rng):
+    attention = "bahdanau" if order == "bahdanau" else "luong-general"
+    decoder = AttentionDecoder(
+        VOCAB, EMBEDDING, UNITS, attention=attention, attention_order=order, input_feeding=True
+    )
+    target_ids, memory, memory_mask = batch(rng)
+    logits, alignment = decoder(target_ids, memory, memory_mask=memory_mask)
+
+    embeddings = numpy_of(decoder.embedding)[0]
+    lstm = numpy_of(decoder.lstm_layers[0])
+    attentional_kernel, attentional_bias = numpy_of(decoder.attentional_dense)
+    output_kernel, output_bias = numpy_of(decoder.output_dense)
+    bridge_kernel, bridge_bias = numpy_of(decoder.bridge_dense)
+    mask = memory_mask.astype("float32")[..., None]
+    mean = (memory * mask).sum(1) / mask.sum(1)
+    hidden, cell = np.split(np.tanh(mean @ bridge_kernel + bridge_bias), 2, axis=-1)
+    feed = np.zeros_like(hidden)
+    attention_weights = {
+        w.path.split("/")[-1]: keras.ops.convert_to_numpy(w) for w in decoder.attention.weights
+    }
+
+    def attend(query):
+        if order == "bahdanau":
+            hidden_scores = np.tanh(
+                (query @ attention_weights["query_kernel"])[:, None]
+                + memory @ attention_weights["key_kernel"]
+                + attention_weights["bias"]
+            )
+            scores = hidden_scores @ attention_weights["score_vector"]
+        else:
+            scores = np.einsum("bd,bvd->bv", query, memory @ attention_weights["kernel"])
+        weights = np_softmax_masked(scores, memory_mask)
+        return np.einsum("bv,bvd->bd", weights, memory), weights
+
+    for position in range(3):
+        embedded = embeddings[target_ids[:, position]]
+        if order == "bahdanau":
+            context, weights = attend(hidden)
+            hidden, cell = np_lstm(lstm, np.concatenate([embedded, context], -1), hidden, cell)
+            features = np.tanh(
+                np.concatenate([hidden, context, embedded], -1) @ attentional_kernel
+                + attentional_bias
+            )
+        else:
+            hidden, cell = np_lstm(lstm, np.concatenate([embedded, feed], -1), hidden, cell)
+            context, weights = attend(hidden)
+            features = np.tanh(
+                np.concatenate([context, hidden], -1) @ attentional_kernel + attentional_bias
+            )
+            feed = features
+        np.testing.assert_allclose(alignment[:, position], weights, rtol=1e-4, atol=1e-6)
+        expected_logits = features @ output_kernel + output_bias
+        np.testing.assert_allclose(logits[:, position], expected_logits, rtol=1e-4, atol=1e-5)
+
+
+def test_coverage_accumulates_attention(rng):
+    decoder = make_decoder("coverage-gate-2-layers")
+    target_ids, memory, memory_mask = batch(rng)
+    _, alignment = decoder(target_ids, memory, memory_mask=memory_mask)
+    state = decoder.get_initial_state(memory, memory_mask)
+    prepared = decoder.prepare_memory(memory)
+    for position in range(target_ids.shape[1]):
+        _, state, _ = decoder.step(target_ids[:, position], state, prepared, memory_mask)
+    np.testing.assert_allclose(state[-1], np.asarray(alignment).sum(1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config_name", ["bahdanau-order", "luong-fast-path", "plain"])
+def test_memory_padding_invariance(config_name, rng):
+    decoder = make_decoder(config_name)
+    target_ids, memory, memory_mask = batch(rng)
+    logits = first_output(decoder(target_ids, memory, memory_mask=memory_mask))
+    padded = np.concatenate([memory, rng.normal(size=(3, 4, MEMORY_DIM)) * 5], 1)
+    padded_mask = np.concatenate([memory_mask, np.zeros((3, 4), bool)], 1)
+    padded_logits = first_output(
+        decoder(target_ids, padded.astype("float32"), memory_mask=padded_mask)
+    )
+    np.testing.assert_allclose(padded_logits, logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config_name", [*CONFIGS, "plain"])
+def test_gradients_reach_every_weight(config_name, rng):
+    import tensorflow as tf
+
+    decoder = make_decoder(config_name)
+    target_ids, memory, memory_mask = batch(rng)
+    memory = tf.constant(memory)
+    decoder(target_ids, memory, memory_mask=memory_mask)
+    with tf.GradientTape() as tape:
+        logits = first_output(decoder(target_ids, memory, memory_mask=memory_mask, training=True))
+        loss = keras.ops.mean(keras.ops.square(logits))
+    gradients = tape.gradient(loss, decoder.trainable_variables)
+    assert len(decoder.trainable_variables) > 5
+    for variable, gradient in zip(decoder.trainable_variables, gradients, strict=True):
+        assert gradient is not None and np.any(np.asarray(gradient) != 0), variable.path
+
+
+def test_dropout_only_in_training(rng):
+    decoder = AttentionDecoder(VOCAB, EMBEDDING, UNITS, num_layers=2, dropout=0.3, seed=1)
+    target_ids, memory, memory_mask = batch(rng)
+    inference = np.asarray(decoder(target_ids, memory, memory_mask=memory_mask)[0])
+    np.testing.assert_array_equal(
+        decoder(target_ids, memory, memory_mask=memory_mask)[0], inference
+    )
+    training = decoder(target_ids, memory, memory_mask=memory_mask, training=True)[0]
+    assert not np.allclose(training, inference)
+
+
+@pytest.mark.parametrize("config_name", [*CONFIGS, "plain"])
+def test_keras_file_round_trip(config_name, rng, tmp_path):
+    decoder = make_decoder(config_name)
+    target_input = keras.Input(shape=(None,), dtype="int32")
+    memory_input = keras.Input(shape=(None, MEMORY_DIM))
+    logits = first_output(decoder(target_input, memory_input))
+    model = keras.Model([target_input, memory_input], logits)
+    target_ids, memory, _ = batch(rng)
+    expected = model.predict([target_ids, memory], verbose=0)
+    model.save(tmp_path / "decoder.keras")
+    loaded = keras.saving.load_model(tmp_path / "decoder.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict([target_ids, memory], verbose=0), expected)
+    # JSON, because shapes in nested build configs come back as lists, not tuples.
+    as_json = lambda layer: json.dumps(layer.get_config(), sort_keys=True)  # noqa: E731
+    assert as_json(loaded.layers[-1]) == as_json(decoder)
+
+
+def test_accepts_attention_layer_instances():
+    attention = LuongAttention("dot")
+    decoder = AttentionDecoder(VOCAB, EMBEDDING, UNITS, attention=attention)
+    assert decoder.attention is attention
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="attention_order"):
+        AttentionDecoder(VOCAB, EMBEDDING, UNITS, attention_order="sideways")
+    with pytest.raises(ValueError, match="bridge"):
+        AttentionDecoder(VOCAB, EMBEDDING, UNITS, bridge="magic")
+    with pytest.raises(ValueError, match="supports coverage"):
+        AttentionDecoder(VOCAB, EMBEDDING, UNITS, attention="luong-dot", use_coverage=True)
+    with pytest.raises(ValueError, match="need an attention layer"):
+        AttentionDecoder(VOCAB, EMBEDDING, UNITS, attention=None, use_gate=True)
+    decoder = AttentionDecoder(VOCAB, EMBEDDING, UNITS, attention=BahdanauAttention(4))
+    assert not decoder.attention.use_coverage
