@@ -1,0 +1,163 @@
+"""Text-generation metrics: BLEU and chrF (sacreBLEU), CIDEr-D, BLEU by source length.
+
+Hypotheses and references are detokenised strings. References are either one string
+per hypothesis or a list of strings per hypothesis (several references, as in
+captioning).
+"""
+
+import collections
+import math
+
+from sacrebleu.metrics import BLEU, CHRF
+
+
+def _reference_streams(references):
+    """Per-hypothesis reference lists -> sacreBLEU's streams (None where one is missing)."""
+    per_hypothesis = [[r] if isinstance(r, str) else list(r) for r in references]
+    most = max((len(r) for r in per_hypothesis), default=1)
+    return [[r[k] if k < len(r) else None for r in per_hypothesis] for k in range(max(most, 1))]
+
+
+def corpus_bleu(hypotheses, references, max_ngram_order=4):
+    """Corpus BLEU (0-100) with sacreBLEU's default `13a` tokenisation.
+
+    Args:
+        hypotheses: List of strings.
+        references: List of strings, or of lists of strings (several references).
+        max_ngram_order: Highest n-gram order: 4 is the usual BLEU; BLEU-1..3 for
+            captioning use 1..3.
+    """
+    _check_lengths(hypotheses, references)
+    if not hypotheses:
+        return 0.0
+    bleu = BLEU(max_ngram_order=max_ngram_order)
+    return float(bleu.corpus_score(list(hypotheses), _reference_streams(references)).score)
+
+
+def corpus_chrf(hypotheses, references):
+    """Corpus chrF (0-100), sacreBLEU's defaults."""
+    _check_lengths(hypotheses, references)
+    if not hypotheses:
+        return 0.0
+    return float(CHRF().corpus_score(list(hypotheses), _reference_streams(references)).score)
+
+
+def bleu_by_length(hypotheses, references, source_lengths, edges=(10, 20, 30, 40)):
+    """Corpus BLEU per bucket of source length.
+
+    Args:
+        hypotheses: List of strings.
+        references: As for `corpus_bleu`.
+        source_lengths: Length of each source (in words or tokens).
+        edges: Upper edges of the buckets: `(10, 20)` gives `1-10`, `11-20`, `21+`.
+
+    Returns:
+        A list of `{"bucket": "11-20", "low": 11, "high": 20, "count": n, "bleu": x}`
+        (`high` is `None` for the last bucket), leaving out empty buckets.
+    """
+    _check_lengths(hypotheses, references)
+    buckets = []
+    low = 1
+    for high in (*edges, None):
+        chosen = [
+            i
+            for i, length in enumerate(source_lengths)
+            if length >= low and (high is None or length <= high)
+        ]
+        if chosen:
+            buckets.append(
+                {
+                    "bucket": f"{low}-{high}" if high is not None else f"{low}+",
+                    "low": low,
+                    "high": high,
+                    "count": len(chosen),
+                    "bleu": corpus_bleu(
+                        [hypotheses[i] for i in chosen], [references[i] for i in chosen]
+                    ),
+                }
+            )
+        if high is not None:
+            low = high + 1
+    return buckets
+
+
+def cider(hypotheses, references, sigma=6.0):
+    """CIDEr-D (Vedantam et al. 2015) as in the COCO caption evaluation, times 10.
+
+    TF-IDF weighted n-gram (1-4) vectors, cosine similarity with clipped hypothesis
+    counts and a Gaussian penalty on the length difference, averaged over references
+    and n-gram orders. Document frequencies come from the references of the corpus
+    given, so the score depends on the whole set (as in the COCO tool). Text is
+    lowercased and split on white space.
+
+    Args:
+        hypotheses: List of strings.
+        references: List of strings or of lists of strings.
+        sigma: Width of the length penalty.
+
+    Returns:
+        The corpus CIDEr-D score (the COCO tool reports it without a percent scale,
+        typically 0-3).
+    """
+    _check_lengths(hypotheses, references)
+    if not hypotheses:
+        return 0.0
+    references = [[r] if isinstance(r, str) else list(r) for r in references]
+    reference_counts = [[_ngram_counts(r) for r in refs] for refs in references]
+    document_frequency = collections.Counter()
+    for counts in reference_counts:
+        document_frequency.update({ngram for count in counts for ngram in count})
+    log_documents = math.log(float(len(references)))
+
+    def vectors(counts):
+        vector = [{} for _ in range(4)]
+        norms = [0.0] * 4
+        for ngram, term_frequency in counts.items():
+            order = len(ngram) - 1
+            weight = term_frequency * (
+                log_documents - math.log(max(1.0, document_frequency[ngram]))
+            )
+            vector[order][ngram] = weight
+            norms[order] += weight * weight
+        return vector, [math.sqrt(n) for n in norms]
+
+    total = 0.0
+    for hypothesis, counts in zip(hypotheses, reference_counts, strict=True):
+        hypothesis_counts = _ngram_counts(hypothesis)
+        hypothesis_vector, hypothesis_norms = vectors(hypothesis_counts)
+        hypothesis_length = len(hypothesis.lower().split())
+        scores = [0.0] * 4
+        for reference in counts:
+            reference_vector, reference_norms = vectors(reference)
+            reference_length = sum(c for g, c in reference.items() if len(g) == 1)
+            delta = hypothesis_length - reference_length
+            for order in range(4):
+                dot = sum(
+                    min(weight, reference_vector[order].get(ngram, 0.0))
+                    * reference_vector[order].get(ngram, 0.0)
+                    for ngram, weight in hypothesis_vector[order].items()
+                )
+                if hypothesis_norms[order] and reference_norms[order]:
+                    dot /= hypothesis_norms[order] * reference_norms[order]
+                else:
+                    dot = 0.0
+                scores[order] += dot * math.exp(-(delta**2) / (2 * sigma**2))
+        total += sum(scores) / 4 / len(counts) * 10.0
+    return total / len(hypotheses)
+
+
+def _ngram_counts(text, max_order=4):
+    words = text.lower().split()
+    counts = collections.Counter()
+    for order in range(1, max_order + 1):
+        for start in range(len(words) - order + 1):
+            counts[tuple(words[start : start + order])] += 1
+    return counts
+
+
+def _check_lengths(hypotheses, references):
+    if len(hypotheses) != len(references):
+        raise ValueError(
+            f"{len(hypotheses)} hypotheses but {len(references)} references: "
+            "give one reference (or one list of references) per hypothesis"
+        )
