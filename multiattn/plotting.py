@@ -49,7 +49,7 @@ def plot_image_attention(image, weights, grid_shape, words, path, columns=5):
         image: `(height, width, 3)` array, uint8 or floats in [0, 255].
         weights: `(num_words, grid_height * grid_width)` attention over regions.
         grid_shape: `(grid_height, grid_width)` of the encoder's feature map.
-        words: The generated words, one per row of `weights`.
+        words: The generated words, one per row of `weights` (cut to the shorter).
         path: Output file (PNG).
         columns: Panels per row.
 
@@ -58,6 +58,7 @@ def plot_image_attention(image, weights, grid_shape, words, path, columns=5):
     """
     image = np.clip(np.asarray(image, dtype="float32"), 0, 255) / 255.0
     weights = np.asarray(weights, dtype="float32")[: len(words)]
+    words = list(words)[: len(weights)]
     panels = len(words) + 1
     rows = -(-panels // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.5 * rows), squeeze=False)

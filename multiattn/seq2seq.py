@@ -30,7 +30,10 @@ class Seq2Seq(keras.Model):
             encoding, as Sutskever et al. 2014 did for their model without attention.
         label_smoothing: Label smoothing of the cross-entropy.
         attention_penalty: Weight `lambda` of the doubly stochastic attention penalty
-            (Show, Attend and Tell); 0 switches it off.
+            (Show, Attend and Tell); 0 switches it off. The penalty is divided by the
+            mean target length, since the cross-entropy here is a mean per token
+            while the paper's is a sum over the caption: `lambda=1` keeps the paper's
+            balance.
         coverage_loss_weight: Weight of the coverage loss (See et al. 2017); 0
             switches it off.
         **kwargs: Standard model arguments.
@@ -116,8 +119,11 @@ class Seq2Seq(keras.Model):
         logits, alignment = outputs
         target_mask = ops.not_equal(target_in, 0)
         if self.attention_penalty:
+            # The paper adds the penalty to the cross-entropy summed over the caption;
+            # ours is a mean per token, so the penalty is divided by the mean length.
             penalty = doubly_stochastic_penalty(alignment, target_mask, memory_mask)
-            self.add_loss(self.attention_penalty * penalty)
+            tokens_per_sequence = ops.mean(ops.sum(ops.cast(target_mask, "float32"), axis=1))
+            self.add_loss(self.attention_penalty * penalty / ops.maximum(tokens_per_sequence, 1.0))
         if self.coverage_loss_weight:
             self.add_loss(self.coverage_loss_weight * coverage_loss(alignment, target_mask))
         return logits, alignment

@@ -1,0 +1,478 @@
+"""Captioning in the Show, Attend and Tell style: CNN grid regions + attentional decoder.
+
+    python -m recipes.caption                         # train on generated scenes, then evaluate
+    python -m recipes.caption train [--data D] [--backbone NAME --weights W] ...
+    python -m recipes.caption evaluate --run DIR [--beam-size N] [--split test]
+    python -m recipes.caption caption --run DIR [--beam-size N] [--attention-png DIR] IMAGE ...
+
+`--data`: none (generated scenes of coloured shapes), a Flickr8k directory
+(`DIR/images/*.jpg`, `DIR/captions.token.txt`), `coco:CAPTIONS.json,IMAGE_DIR`, or
+`tfds:coco_captions`. A frozen pretrained backbone's grid features are computed once
+and cached in the run directory; training then runs the decoder alone.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import numpy as np
+
+from recipes import cli
+
+ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value")
+BACKBONES = ("small_cnn", "mobilenet", "mobilenet_v2", "efficientnet_b0", "resnet50")
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptionConfig:
+    """Settings of a captioning run; every field is a `--field-name` flag."""
+
+    data: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Flickr8k DIR, coco:JSON,IMAGE_DIR, tfds:coco_captions; none: scenes"},
+    )
+    image_size: int = 64
+    backbone: str = dataclasses.field(default="small_cnn", metadata={"choices": BACKBONES})
+    weights: str | None = dataclasses.field(
+        default=None, metadata={"help": "imagenet, a weights file, or none"}
+    )
+    alpha: float | None = dataclasses.field(
+        default=None, metadata={"help": "MobileNet width multiplier (0.25 for the shared file)"}
+    )
+    fine_tune: bool = False
+    attention: str = dataclasses.field(default="bahdanau", metadata={"choices": ATTENTIONS})
+    attention_penalty: float = dataclasses.field(
+        default=1.0, metadata={"help": "doubly stochastic penalty lambda (the paper's 1)"}
+    )
+    use_gate: bool = True
+    embedding_dim: int = 64
+    units: int = 128
+    dropout: float = 0.1
+    learning_rate: float = 3e-3
+    epochs: int = 15
+    batch_size: int = 32
+    patience: int = 3
+    seed: int = 0
+    beam_size: int = 3
+    min_count: int = dataclasses.field(default=1, metadata={"help": "rarer words become [UNK]"})
+    max_caption_length: int = 24
+    num_train: int = dataclasses.field(default=3000, metadata={"help": "generated scenes"})
+    num_val: int = 300
+    num_test: int = 300
+
+
+# -- data ----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Split:
+    """One split: images (or their cached grid features), captions, and what to score."""
+
+    images: np.ndarray  # (n, size, size, 3) uint8
+    captions: list  # one list of reference strings per image
+    names: list  # a label per image (file path or scene number)
+    scenes: list | None = None  # generated scenes, for attention localization
+
+
+def load_splits(config, splits=("train", "val", "test")):
+    if config.data is None:
+        from recipes.data.scenes import scene_splits
+
+        cli.stage(
+            f"generating scenes: {config.num_train} train, {config.num_val} val, "
+            f"{config.num_test} test ({config.image_size}x{config.image_size})"
+        )
+        scenes = scene_splits(
+            config.num_train, config.num_val, config.num_test, config.image_size, config.seed
+        )
+        return {
+            split: Split(
+                images=np.stack([scene.image for scene in scenes[split]]),
+                captions=[[scene.caption] for scene in scenes[split]],
+                names=[f"{split}-{index}" for index in range(len(scenes[split]))],
+                scenes=scenes[split],
+            )
+            for split in splits
+        }
+    from recipes.data.images import load_caption_corpus, load_images
+
+    cli.stage(f"loading captions: {config.data}")
+    corpus = load_caption_corpus(config.data, seed=config.seed)
+    for reason, count in sorted(corpus.skipped.items()):
+        where = ", ".join(corpus.skipped_examples.get(reason, [])[:3])
+        print(
+            f"    skipped {count} caption record(s): {reason}"
+            + (f" ({where}, ...)" if where else "")
+        )
+    result = {}
+    for split in splits:
+        entries = getattr(corpus, split)
+        cli.stage(f"loading {len(entries)} {split} images at {config.image_size}px")
+        images, kept, skipped = load_images([image for image, _ in entries], config.image_size)
+        for path, reason in skipped[:5]:
+            print(f"    skipped image {path}: {reason}")
+        if skipped:
+            print(f"    skipped {len(skipped)} unreadable image(s) in {split}")
+        result[split] = Split(
+            images=images,
+            captions=[entries[index][1] for index in kept],
+            names=[
+                entries[index][0] if isinstance(entries[index][0], str) else f"{split}-{index}"
+                for index in kept
+            ],
+        )
+    return result
+
+
+def caption_targets(vocabulary, split, max_length):
+    """One training pair per reference caption: image indices, `target_in`, `target_out`."""
+    from recipes.data.images import tokenize_caption
+
+    image_indices, token_lists = [], []
+    for image_index, references in enumerate(split.captions):
+        for caption in references:
+            tokens = tokenize_caption(caption)
+            if tokens:
+                image_indices.append(image_index)
+                token_lists.append(tokens)
+    target_in, target_out = vocabulary.encode_targets(token_lists, max_length)
+    return np.array(image_indices, dtype="int64"), target_in, target_out
+
+
+def decode_captions(vocabulary, token_rows):
+    return [" ".join(vocabulary.decode(ids)) for ids in token_rows]
+
+
+# -- model ---------------------------------------------------------------------------------
+def make_encoder(config):
+    from multiattn import ImageGridEncoder
+
+    weights = None if config.weights in (None, "none") else config.weights
+    return ImageGridEncoder(
+        config.backbone,
+        weights=weights,
+        trainable_backbone=config.fine_tune if weights is not None else None,
+        alpha=config.alpha,
+        **({"filters": (32, 64, 128)} if config.backbone == "small_cnn" else {}),
+    )
+
+
+def uses_feature_cache(config):
+    """A frozen pretrained backbone: compute its grid features once, train the decoder."""
+    return config.weights not in (None, "none") and not config.fine_tune
+
+
+def build_model(config, encoder, vocabulary_size):
+    import keras
+
+    from multiattn import AttentionDecoder, Seq2Seq
+
+    decoder = AttentionDecoder(
+        vocabulary_size,
+        config.embedding_dim,
+        config.units,
+        attention=config.attention,
+        attention_order="bahdanau",
+        dropout=config.dropout,
+        use_gate=config.use_gate,
+        seed=config.seed,
+    )
+    model = Seq2Seq(
+        encoder,
+        decoder,
+        start_id=1,
+        end_id=2,
+        attention_penalty=config.attention_penalty,
+    )
+    model.compile(keras.optimizers.Adam(config.learning_rate, clipnorm=1.0))
+    return model
+
+
+def grid_features(encoder, images, cache_directory, split, batch_size=64):
+    """The frozen backbone's regions for `images`, cached on disk between runs."""
+    from recipes.data.images import FeatureCache
+
+    key = f"{encoder.backbone}-{encoder.backbone_weights}-{encoder.alpha}-{images.shape[1]}"
+    cache = FeatureCache(cache_directory, key)
+
+    def compute(batch):
+        return np.asarray(encoder(np.asarray(batch, dtype="float32"), training=False))
+
+    keys = [f"{split}:{index}:{_digest(images[index])}" for index in range(len(images))]
+    return cache.get_or_compute(keys, lambda indices: images[indices], compute, batch_size)
+
+
+def _digest(image):
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()[:16]
+
+
+# -- commands ------------------------------------------------------------------------------
+def train(config, run):
+    import keras
+
+    from recipes.data.images import WordVocabulary, tokenize_caption
+
+    keras.utils.set_random_seed(config.seed)
+    started = time.time()
+    data = load_splits(config, ("train", "val"))
+    vocabulary_path = os.path.join(run, "vocabulary.txt")
+    vocabulary = WordVocabulary.build(
+        [tokenize_caption(c) for refs in data["train"].captions for c in refs], config.min_count
+    )
+    vocabulary.save(vocabulary_path)
+    cli.save_config(config, os.path.join(run, "config.json"))
+    print(f"    {len(vocabulary)} words in the vocabulary")
+
+    encoder = make_encoder(config)
+    inputs = {}
+    for split in ("train", "val"):
+        inputs[split] = caption_targets(vocabulary, data[split], config.max_caption_length)
+
+    if uses_feature_cache(config):
+        cli.stage("computing the frozen backbone's grid features (cached)")
+        encoder.build((None, config.image_size, config.image_size, 3))
+        sources = {
+            split: grid_features(encoder, data[split].images, os.path.join(run, "features"), split)
+            for split in ("train", "val")
+        }
+        training_encoder = keras.layers.Identity()
+    else:
+        sources = {split: data[split].images.astype("float32") for split in ("train", "val")}
+        training_encoder = encoder
+
+    model = build_model(config, training_encoder, len(vocabulary))
+    # Built before fit: BackupAndRestore needs the weights to restore into.
+    model.build(((None, *sources["train"].shape[1:]), (None, None)))
+
+    def dataset(split, shuffle):
+        import tensorflow as tf
+
+        image_indices, target_in, target_out = inputs[split]
+        source = sources[split]
+        data_set = tf.data.Dataset.from_tensor_slices((image_indices, target_in, target_out))
+        if shuffle:
+            data_set = data_set.shuffle(len(image_indices), seed=config.seed)
+        data_set = data_set.batch(config.batch_size).map(
+            lambda index, t_in, t_out: ((tf.gather(source, index), t_in), t_out),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        return data_set.prefetch(tf.data.AUTOTUNE)
+
+    cli.stage(
+        f"training: {config.backbone} backbone, {config.attention} attention, "
+        f"{config.epochs} epochs at most"
+    )
+    history = model.fit(
+        dataset("train", True),
+        validation_data=dataset("val", False),
+        epochs=config.epochs,
+        callbacks=cli.training_callbacks(run, config.patience),
+        verbose=cli.fit_verbosity(),
+        shuffle=False,  # the dataset shuffles itself
+    )
+    if uses_feature_cache(config):
+        # The saved model takes images: the trained decoder behind the frozen backbone.
+        best = keras.saving.load_model(os.path.join(run, "model.keras"), safe_mode=True)
+        full = build_model(config, encoder, len(vocabulary))
+        full(
+            (
+                np.zeros((1, config.image_size, config.image_size, 3), "float32"),
+                np.ones((1, 2), "int32"),
+            )
+        )
+        full.decoder.set_weights(best.decoder.get_weights())
+        full.save(os.path.join(run, "model.keras"))
+    cli.record_training(run, history, started)
+    return run
+
+
+def load_run(run):
+    import keras
+
+    import multiattn  # noqa: F401  (registers the serializable classes)
+    from recipes.data.images import WordVocabulary
+
+    model_path = cli.require_run(run)
+    config = cli.load_config(CaptionConfig, os.path.join(run, "config.json"))
+    vocabulary = WordVocabulary.load(os.path.join(run, "vocabulary.txt"))
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    return config, model, vocabulary
+
+
+def generate_captions(model, images, config, beam_size):
+    if beam_size <= 1:
+        return model.generate(
+            images, method="greedy", max_length=config.max_caption_length + 1, batch_size=32
+        )
+    result = model.generate(
+        images,
+        method="beam",
+        beam_size=beam_size,
+        max_length=config.max_caption_length + 1,
+        batch_size=32,
+    )
+    return {key: value[:, 0] for key, value in result.items()}
+
+
+def evaluate(run, split="test", beam_size=None, pictures=4):
+    from multiattn import metrics
+
+    config, model, vocabulary = load_run(run)
+    beam_size = config.beam_size if beam_size is None else beam_size
+    data = load_splits(config, (split,))[split]
+    cli.stage(f"captioning {len(data.images)} {split} images (beam {beam_size})")
+    started = time.time()
+    result = generate_captions(model, data.images.astype("float32"), config, beam_size)
+    hypotheses = decode_captions(vocabulary, result["tokens"])
+    seconds = time.time() - started
+    references = data.captions
+    values = cli.read_json(os.path.join(run, "metrics.json"))
+    values.update(
+        {
+            f"bleu{n}": metrics.corpus_bleu(hypotheses, references, max_ngram_order=n)
+            for n in range(1, 5)
+        }
+    )
+    values.update(
+        {
+            "split": split,
+            "beam_size": beam_size,
+            "cider": metrics.cider(hypotheses, references),
+            "images": len(hypotheses),
+            "decode_seconds": round(seconds, 1),
+        }
+    )
+    encoder = model.encoder
+    grid = encoder.grid_shape((config.image_size, config.image_size))
+    if data.scenes is not None:
+        from recipes.data.scenes import attention_localization
+
+        values["exact_match"] = float(
+            np.mean(
+                [
+                    hypothesis == refs[0]
+                    for hypothesis, refs in zip(hypotheses, references, strict=True)
+                ]
+            )
+        )
+        words = [hypothesis.split() for hypothesis in hypotheses]
+        values["attention_localization"] = attention_localization(
+            [result["attention"][i][: len(words[i])] for i in range(len(words))],
+            data.scenes,
+            grid,
+            config.image_size,
+            generated_words=words,
+        )
+    metrics_path = cli.write_json(os.path.join(run, "metrics.json"), values)
+    paths = save_attention_pictures(data, result, hypotheses, grid, run, split, pictures)
+    summary = ", ".join(f"BLEU-{n} {values[f'bleu{n}']:.1f}" for n in range(1, 5))
+    print(f"{summary}, CIDEr {values['cider']:.3f} on {len(hypotheses)} {split} images")
+    if "exact_match" in values:
+        print(
+            f"exact match {values['exact_match']:.3f}, attention localization "
+            f"{values['attention_localization']:.3f}"
+        )
+    print(f"metrics: {metrics_path}")
+    for path in paths:
+        print(f"attention: {path}")
+    return values
+
+
+def save_attention_pictures(data, result, hypotheses, grid, run, split, count):
+    from multiattn.plotting import plot_image_attention
+
+    paths = []
+    for index in range(min(count, len(hypotheses))):
+        words = hypotheses[index].split() + ["<end>"]
+        paths.append(
+            plot_image_attention(
+                data.images[index],
+                result["attention"][index][: len(words)],
+                grid,
+                words,
+                os.path.join(run, "attention", f"{split}_{index}.png"),
+            )
+        )
+    return paths
+
+
+def caption(run, images, beam_size=None, attention_png=None):
+    from recipes.data.images import load_images
+
+    config, model, vocabulary = load_run(run)
+    beam_size = config.beam_size if beam_size is None else beam_size
+    pixels, kept, skipped = load_images(images, config.image_size)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not kept:
+        raise cli.UsageError("no readable image among the arguments")
+    result = generate_captions(model, pixels.astype("float32"), config, beam_size)
+    hypotheses = decode_captions(vocabulary, result["tokens"])
+    for index, text in zip(kept, hypotheses, strict=True):
+        print(f"{images[index]}\t{text}")
+    if attention_png:
+        from multiattn.plotting import plot_image_attention
+
+        grid = model.encoder.grid_shape((config.image_size, config.image_size))
+        for row, index in enumerate(kept):
+            words = hypotheses[row].split() + ["<end>"]
+            name = os.path.splitext(os.path.basename(images[index]))[0]
+            path = plot_image_attention(
+                pixels[row],
+                result["attention"][row][: len(words)],
+                grid,
+                words,
+                os.path.join(attention_png, f"{name}.png"),
+            )
+            print(f"attention: {path}", file=sys.stderr)
+    return hypotheses
+
+
+# -- command line --------------------------------------------------------------------------
+def parse(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m recipes.caption", description=__doc__.splitlines()[0]
+    )
+    commands = parser.add_subparsers(dest="command")
+    for name in ("train", "all"):
+        if name == "all" and argv and not argv[0].startswith("-"):
+            continue
+        sub = commands.add_parser(name, help="train" if name == "train" else "train, evaluate")
+        cli.add_config_flags(sub, CaptionConfig)
+        sub.add_argument("--out", help="run directory (resumes an interrupted run)")
+    evaluate_parser = commands.add_parser("evaluate", help="BLEU-1..4, CIDEr, pictures")
+    evaluate_parser.add_argument("--run", required=True)
+    evaluate_parser.add_argument("--beam-size", type=int)
+    evaluate_parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    caption_parser = commands.add_parser("caption", help="caption image files")
+    caption_parser.add_argument("--run", required=True)
+    caption_parser.add_argument("--beam-size", type=int)
+    caption_parser.add_argument("--attention-png", help="directory for attention pictures")
+    caption_parser.add_argument("images", nargs="+", metavar="IMAGE")
+    if not argv or argv[0].startswith("-"):
+        argv = ["all", *argv]
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else list(argv))
+    if args.command in ("train", "all"):
+        config = cli.config_from_args(CaptionConfig, args)
+        run = cli.new_run_directory("caption", args.out)
+        cli.stage(f"run directory: {run}")
+        train(config, run)
+        if args.command == "all":
+            evaluate(run)
+        print(f"run: {run}")
+        return 0
+    if args.command == "evaluate":
+        evaluate(args.run, args.split, args.beam_size)
+        return 0
+    caption(args.run, args.images, args.beam_size, args.attention_png)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main, None))

@@ -1,0 +1,1 @@
+"""Data for the recipes: generated scenes, real captioned images and text corpora."""

@@ -1,0 +1,433 @@
+"""Translation: BiLSTM encoder + attentional LSTM decoder, beam search, BLEU, alignments.
+
+    python -m recipes.translate                      # train on generated data, then evaluate
+    python -m recipes.translate train [--data D] [--attention NAME] [--epochs N] ...
+    python -m recipes.translate evaluate --run DIR [--beam-size N] [--split test]
+    python -m recipes.translate translate --run DIR [--beam-size N] [--attention-png F] [TEXT ...]
+
+Every run writes one directory (`runs/translate/<timestamp>/` or `--out DIR`) holding
+`model.keras`, the vocabularies, `config.json`, `metrics.json`, TensorBoard logs and
+the pictures; the other commands take it as `--run DIR`.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import numpy as np
+
+from recipes import cli
+
+ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class TranslateConfig:
+    """Settings of a translation run; every field is a `--field-name` flag."""
+
+    data: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "DIR (DIR/{train,val,test}.LANG[.gz]), FILE.tsv, tfds:NAME; "
+            "none: generated number phrases"
+        },
+    )
+    source_lang: str | None = dataclasses.field(default=None, metadata={"help": "e.g. de"})
+    target_lang: str | None = dataclasses.field(default=None, metadata={"help": "e.g. en"})
+    vocabulary_size: int = dataclasses.field(default=8000, metadata={"help": "subwords per side"})
+    lowercase: bool = False
+    max_tokens: int = dataclasses.field(
+        default=80, metadata={"help": "longer sentences (subword tokens) are skipped, counted"}
+    )
+    attention: str = dataclasses.field(default="bahdanau", metadata={"choices": ATTENTIONS})
+    attention_order: str = dataclasses.field(
+        default="bahdanau", metadata={"choices": ("bahdanau", "luong")}
+    )
+    input_feeding: bool = True
+    reverse_source: bool = False
+    embedding_dim: int = 64
+    units: int = 128
+    layers: int = 1
+    dropout: float = 0.1
+    learning_rate: float = 3e-3
+    label_smoothing: float = 0.0
+    epochs: int = 10
+    batch_size: int = 64
+    patience: int = dataclasses.field(default=3, metadata={"help": "early stopping epochs"})
+    seed: int = 0
+    beam_size: int = 4
+    length_penalty: float = 0.6
+    num_train: int = dataclasses.field(
+        default=20000, metadata={"help": "sentences of generated training data"}
+    )
+
+
+# -- data ----------------------------------------------------------------------------------
+def load_data(config):
+    from recipes.data.text import load_corpus
+
+    cli.stage(f"loading data: {config.data or 'generated number phrases (English -> German)'}")
+    corpus = load_corpus(
+        config.data,
+        source_lang=config.source_lang,
+        target_lang=config.target_lang,
+        seed=config.seed,
+        **({"num_train": config.num_train} if config.data is None else {}),
+    )
+    report_skips(corpus)
+    print(
+        f"    {len(corpus.train)} train, {len(corpus.val)} val, {len(corpus.test)} test pairs",
+        flush=True,
+    )
+    return corpus
+
+
+def report_skips(corpus):
+    for reason, count in sorted(corpus.skipped.items()):
+        where = ", ".join(corpus.skipped_examples.get(reason, [])[:3])
+        print(f"    skipped {count} record(s): {reason}" + (f" ({where}, ...)" if where else ""))
+
+
+def encode_pairs(pairs, source_vocabulary, target_vocabulary, max_tokens, split):
+    """Ids of both sides; pairs longer than `max_tokens` are dropped and counted."""
+    source_ids = source_vocabulary.encode([source for source, _ in pairs])
+    target_ids = target_vocabulary.encode([target for _, target in pairs])
+    kept = [
+        index
+        for index in range(len(pairs))
+        if 0 < len(source_ids[index]) <= max_tokens and 0 < len(target_ids[index]) <= max_tokens
+    ]
+    dropped = len(pairs) - len(kept)
+    if dropped:
+        print(f"    {split}: skipped {dropped} pair(s) longer than --max-tokens={max_tokens}")
+    return (
+        [source_ids[i] for i in kept],
+        [target_ids[i] for i in kept],
+        [pairs[i] for i in kept],
+    )
+
+
+def vocabulary_paths(run):
+    return os.path.join(run, "source_vocabulary.txt"), os.path.join(run, "target_vocabulary.txt")
+
+
+# -- model ---------------------------------------------------------------------------------
+def build_model(config, source_vocabulary_size, target_vocabulary_size):
+    import keras
+
+    from multiattn import AttentionDecoder, BiLSTMEncoder, PlainDecoder, Seq2Seq
+
+    encoder = BiLSTMEncoder(
+        source_vocabulary_size,
+        config.embedding_dim,
+        config.units,
+        num_layers=config.layers,
+        dropout=config.dropout,
+        seed=config.seed,
+    )
+    if config.attention == "none":
+        decoder = PlainDecoder(
+            target_vocabulary_size,
+            config.embedding_dim,
+            config.units,
+            num_layers=config.layers,
+            dropout=config.dropout,
+            seed=config.seed,
+        )
+    else:
+        decoder = AttentionDecoder(
+            target_vocabulary_size,
+            config.embedding_dim,
+            config.units,
+            attention=config.attention,
+            attention_order=config.attention_order,
+            input_feeding=config.input_feeding,
+            num_layers=config.layers,
+            dropout=config.dropout,
+            seed=config.seed,
+        )
+    model = Seq2Seq(
+        encoder,
+        decoder,
+        start_id=1,
+        end_id=2,
+        reverse_source=config.reverse_source,
+        label_smoothing=config.label_smoothing,
+    )
+    model.compile(keras.optimizers.Adam(config.learning_rate, clipnorm=1.0))
+    return model
+
+
+# -- commands ------------------------------------------------------------------------------
+def train(config, run):
+    import keras
+
+    from recipes.data.text import SubwordVocabulary, make_dataset
+
+    keras.utils.set_random_seed(config.seed)
+    started = time.time()
+    corpus = load_data(config)
+    if not corpus.val:
+        raise cli.UsageError("the data has no validation pairs: early stopping needs some")
+    source_path, target_path = vocabulary_paths(run)
+    if os.path.isfile(source_path) and os.path.isfile(target_path):
+        cli.stage("reusing the vocabularies of the interrupted run")
+        source_vocabulary = SubwordVocabulary.load(source_path)
+        target_vocabulary = SubwordVocabulary.load(target_path)
+    else:
+        cli.stage(f"learning subword vocabularies ({config.vocabulary_size} per side)")
+        source_vocabulary = SubwordVocabulary.build(
+            [source for source, _ in corpus.train], config.vocabulary_size, config.lowercase
+        )
+        target_vocabulary = SubwordVocabulary.build(
+            [target for _, target in corpus.train], config.vocabulary_size, config.lowercase
+        )
+        source_vocabulary.save(source_path)
+        target_vocabulary.save(target_path)
+    print(f"    {len(source_vocabulary)} source and {len(target_vocabulary)} target subwords")
+    cli.save_config(config, os.path.join(run, "config.json"))
+
+    train_source, train_target, _ = encode_pairs(
+        corpus.train, source_vocabulary, target_vocabulary, config.max_tokens, "train"
+    )
+    val_source, val_target, _ = encode_pairs(
+        corpus.val, source_vocabulary, target_vocabulary, config.max_tokens, "val"
+    )
+    train_data = make_dataset(
+        train_source, train_target, config.batch_size, shuffle=True, seed=config.seed
+    )
+    val_data = make_dataset(val_source, val_target, config.batch_size)
+
+    model = build_model(config, len(source_vocabulary), len(target_vocabulary))
+    # Built before fit: BackupAndRestore needs the weights to restore into.
+    model.build(((None, None), (None, None)))
+    cli.stage(
+        f"training: {config.attention} attention, {config.units} units, "
+        f"{config.epochs} epochs at most"
+    )
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=config.epochs,
+        callbacks=cli.training_callbacks(run, config.patience),
+        verbose=cli.fit_verbosity(),
+        shuffle=False,  # the dataset shuffles itself
+    )
+    cli.record_training(run, history, started)
+    return run
+
+
+def load_run(run):
+    import keras
+
+    import multiattn  # noqa: F401  (registers the serializable classes)
+    from recipes.data.text import SubwordVocabulary
+
+    model_path = cli.require_run(run)
+    config = cli.load_config(TranslateConfig, os.path.join(run, "config.json"))
+    source_path, target_path = vocabulary_paths(run)
+    source_vocabulary = SubwordVocabulary.load(source_path)
+    target_vocabulary = SubwordVocabulary.load(target_path)
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    return config, model, source_vocabulary, target_vocabulary
+
+
+def translate_ids(model, source_ids, beam_size, max_length, length_penalty, batch_size=64):
+    """Greedy (beam_size 1) or beam search; returns the result dict with one hypothesis."""
+    from recipes.data.text import pad_batch
+
+    source = pad_batch(source_ids)
+    if beam_size <= 1:
+        result = model.generate(
+            source, method="greedy", max_length=max_length, batch_size=batch_size
+        )
+        return result
+    result = model.generate(
+        source,
+        method="beam",
+        beam_size=beam_size,
+        max_length=max_length,
+        length_penalty=length_penalty,
+        batch_size=batch_size,
+    )
+    return {key: value[:, 0] for key, value in result.items()}
+
+
+def output_length(source_ids):
+    return int(max((len(ids) for ids in source_ids), default=1) * 2 + 10)
+
+
+def evaluate(run, split="test", beam_size=None, examples=4):
+    from multiattn import metrics
+    from multiattn.plotting import plot_lines
+
+    config, model, source_vocabulary, target_vocabulary = load_run(run)
+    beam_size = config.beam_size if beam_size is None else beam_size
+    corpus = load_data(config)
+    pairs = getattr(corpus, split)
+    if not pairs:
+        raise cli.UsageError(f"--split {split}: the data has no {split} pairs")
+    source_ids, _, pairs = encode_pairs(
+        pairs, source_vocabulary, target_vocabulary, config.max_tokens, split
+    )
+    references = [target for _, target in pairs]
+    max_length = output_length(source_ids)
+    scores = {}
+    for name, size in (("greedy", 1), ("beam", beam_size)):
+        cli.stage(f"decoding {len(pairs)} {split} sentences, {name} search (beam {size})")
+        started = time.time()
+        result = translate_ids(model, source_ids, size, max_length, config.length_penalty)
+        hypotheses = target_vocabulary.decode(result["tokens"].tolist())
+        scores[name] = (result, hypotheses, time.time() - started)
+    result, hypotheses, seconds = scores["beam"]
+    source_lengths = [len(source.split()) for source, _ in pairs]
+    by_length = metrics.bleu_by_length(hypotheses, references, source_lengths)
+    values = cli.read_json(os.path.join(run, "metrics.json"))
+    values.update(
+        {
+            "split": split,
+            "beam_size": beam_size,
+            "bleu": metrics.corpus_bleu(hypotheses, references),
+            "bleu_greedy": metrics.corpus_bleu(scores["greedy"][1], references),
+            "chrf": metrics.corpus_chrf(hypotheses, references),
+            "bleu_by_length": by_length,
+            "sentences": len(pairs),
+            "decode_seconds_beam": round(seconds, 1),
+            "decode_seconds_greedy": round(scores["greedy"][2], 1),
+        }
+    )
+    metrics_path = cli.write_json(os.path.join(run, "metrics.json"), values)
+    plot_path = plot_lines(
+        {
+            f"{config.attention} (beam {beam_size})": (
+                [bucket["bucket"] for bucket in by_length],
+                [bucket["bleu"] for bucket in by_length],
+            )
+        },
+        os.path.join(run, "bleu_by_length.png"),
+        xlabel="source length (words)",
+        ylabel="BLEU",
+        title=f"BLEU by source length ({split})",
+    )
+    pictures = []
+    if "attention" in result:
+        chosen = np.argsort(source_lengths)[:: max(1, len(pairs) // examples)][:examples]
+        for number, index in enumerate(chosen):
+            pictures.append(
+                save_alignment(
+                    result,
+                    index,
+                    source_ids[index],
+                    source_vocabulary,
+                    target_vocabulary,
+                    os.path.join(run, "alignments", f"{split}_{number}.png"),
+                )
+            )
+    print(
+        f"BLEU {values['bleu']:.2f} (beam {beam_size}), BLEU {values['bleu_greedy']:.2f} "
+        f"(greedy), chrF {values['chrf']:.2f} on {len(pairs)} {split} sentences"
+    )
+    for bucket in by_length:
+        print(
+            f"    source length {bucket['bucket']:>6}: BLEU {bucket['bleu']:6.2f} "
+            f"({bucket['count']} sentences)"
+        )
+    print(f"metrics: {metrics_path}\nBLEU by length: {plot_path}")
+    for path in pictures:
+        print(f"alignment: {path}")
+    return values
+
+
+def save_alignment(result, index, source_ids, source_vocabulary, target_vocabulary, path):
+    from multiattn.plotting import plot_alignment
+
+    length = int(result["lengths"][index])
+    target_tokens = target_vocabulary.tokens(result["tokens"][index][:length].tolist())
+    source_tokens = source_vocabulary.tokens(list(source_ids))
+    return plot_alignment(result["attention"][index], source_tokens, target_tokens, path)
+
+
+def translate(run, texts, beam_size=None, attention_png=None, batch_size=64):
+    config, model, source_vocabulary, target_vocabulary = load_run(run)
+    beam_size = config.beam_size if beam_size is None else beam_size
+    if not texts:
+        texts = [line.rstrip("\n") for line in sys.stdin]
+    outputs = [""] * len(texts)
+    non_empty = [index for index, text in enumerate(texts) if text.strip()]
+    if non_empty:
+        source_ids = source_vocabulary.encode([texts[index] for index in non_empty])
+        source_ids = [ids[: config.max_tokens] for ids in source_ids]
+        result = translate_ids(
+            model,
+            source_ids,
+            beam_size,
+            output_length(source_ids),
+            config.length_penalty,
+            batch_size,
+        )
+        for index, text in zip(
+            non_empty, target_vocabulary.decode(result["tokens"].tolist()), strict=True
+        ):
+            outputs[index] = text
+        if attention_png and "attention" in result:
+            print(
+                "alignment: "
+                + save_alignment(
+                    result, 0, source_ids[0], source_vocabulary, target_vocabulary, attention_png
+                ),
+                file=sys.stderr,
+            )
+    for text in outputs:
+        print(text, flush=False)
+    sys.stdout.flush()
+    return outputs
+
+
+# -- command line --------------------------------------------------------------------------
+def parse(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m recipes.translate", description=__doc__.splitlines()[0]
+    )
+    commands = parser.add_subparsers(dest="command")
+    train_parser = commands.add_parser("train", help="train a model (then nothing else)")
+    cli.add_config_flags(train_parser, TranslateConfig)
+    train_parser.add_argument("--out", help="run directory (resumes an interrupted run)")
+    evaluate_parser = commands.add_parser("evaluate", help="BLEU, chrF, pictures")
+    evaluate_parser.add_argument("--run", required=True)
+    evaluate_parser.add_argument("--beam-size", type=int)
+    evaluate_parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    translate_parser = commands.add_parser("translate", help="translate TEXT or stdin lines")
+    translate_parser.add_argument("--run", required=True)
+    translate_parser.add_argument("--beam-size", type=int)
+    translate_parser.add_argument("--attention-png", help="alignment picture of the first text")
+    translate_parser.add_argument("texts", nargs="*", metavar="TEXT")
+    if not argv or argv[0].startswith("-"):
+        argv = ["all", *argv]
+        all_parser = commands.add_parser("all", help="train, then evaluate (the default)")
+        cli.add_config_flags(all_parser, TranslateConfig)
+        all_parser.add_argument("--out")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else list(argv))
+    if args.command in ("train", "all"):
+        config = cli.config_from_args(TranslateConfig, args)
+        run = cli.new_run_directory("translate", args.out)
+        cli.stage(f"run directory: {run}")
+        train(config, run)
+        if args.command == "all":
+            evaluate(run)
+        print(f"run: {run}")
+        return 0
+    if args.command == "evaluate":
+        evaluate(args.run, args.split, args.beam_size)
+        return 0
+    translate(args.run, args.texts, args.beam_size, args.attention_png)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main, None))

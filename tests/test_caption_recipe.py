@@ -1,0 +1,146 @@
+"""The captioning recipe end to end on tiny configurations, and its error messages."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recipes import caption, cli
+
+TINY = [
+    "--units",
+    "16",
+    "--embedding-dim",
+    "8",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--image-size",
+    "32",
+    "--beam-size",
+    "2",
+]
+SCENES = ["--num-train", "64", "--num-val", "16", "--num-test", "8"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("caption") / "run"
+    assert caption.main([*SCENES, *TINY, "--out", str(run)]) == 0
+    return run
+
+
+def test_default_command_trains_and_evaluates(trained_run):
+    for name in ("model.keras", "config.json", "metrics.json", "vocabulary.txt"):
+        assert (trained_run / name).stat().st_size > 0, name
+    assert len(list((trained_run / "attention").glob("*.png"))) == 4
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for key in (
+        "bleu1",
+        "bleu2",
+        "bleu3",
+        "bleu4",
+        "cider",
+        "exact_match",
+        "attention_localization",
+        "train_seconds",
+    ):
+        assert key in metrics, key
+
+
+def write_images(directory, count=3):
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = directory / f"image{index}.jpg"
+        pixels = np.full((40, 50, 3), (60 * index) % 256, "uint8")
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_caption_command_prints_one_line_per_image(trained_run, tmp_path, capsys):
+    paths = write_images(tmp_path / "pictures")
+    broken = tmp_path / "pictures" / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    argv = [
+        "caption",
+        "--run",
+        str(trained_run),
+        "--attention-png",
+        str(tmp_path / "att"),
+        *map(str, paths),
+        str(broken),
+    ]
+    assert caption.main(argv) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().split("\n")
+    assert [line.split("\t")[0] for line in lines] == [str(path) for path in paths]
+    assert "broken.jpg" in captured.err
+    assert len(list((tmp_path / "att").glob("*.png"))) == 3
+
+
+def write_flickr(directory):
+    paths = write_images(directory / "images", 12)
+    lines = [
+        f"{path.name}#{n}\ta picture number {i} with grey\n"
+        for i, path in enumerate(paths)
+        for n in range(2)
+    ]
+    lines.append("missing.jpg#0\ta caption without an image\n")
+    (directory / "captions.token.txt").write_text("".join(lines), encoding="utf-8")
+
+
+def test_train_on_flickr8k_layout(tmp_path, capsys):
+    data = tmp_path / "flickr"
+    write_flickr(data)
+    run = tmp_path / "run"
+    assert caption.main(["--data", str(data), *TINY, "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 caption record(s): missing image" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "exact_match" not in metrics and "cider" in metrics
+
+
+def test_frozen_pretrained_backbone_caches_features(tmp_path, capsys):
+    import keras
+
+    weights = tmp_path / "mobilenet.weights.h5"
+    keras.applications.MobileNet(
+        alpha=0.25, include_top=False, weights=None, input_shape=(32, 32, 3)
+    ).save_weights(weights)
+    run = tmp_path / "run"
+    argv = [
+        *SCENES,
+        *TINY,
+        "--backbone",
+        "mobilenet",
+        "--alpha",
+        "0.25",
+        "--weights",
+        str(weights),
+        "--out",
+        str(run),
+    ]
+    assert caption.main(argv) == 0
+    assert list((run / "features").rglob("*.npy"))
+    # The saved model takes images: it reloads and captions without the cache.
+    assert caption.main(["evaluate", "--run", str(run)]) == 0
+    assert "BLEU-4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["evaluate", "--run", "{tmp}/nowhere"], "no such directory"),
+        (["evaluate", "--run", "{tmp}"], "holds no model.keras"),
+        (["train", "--data", "{tmp}/missing", "--out", "{tmp}/run"], "missing"),
+    ],
+)
+def test_clear_one_line_errors(argv, message, tmp_path, capsys):
+    argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
+    assert cli.run_main(caption.main, argv) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error and len(error.splitlines()) == 1

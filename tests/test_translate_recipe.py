@@ -1,0 +1,167 @@
+"""The translation recipe end to end on tiny configurations, and its error messages."""
+
+import gzip
+import io
+import json
+import os
+import sys
+
+import pytest
+
+from recipes import translate
+
+TINY = [
+    "--units",
+    "16",
+    "--embedding-dim",
+    "8",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--vocabulary-size",
+    "200",
+    "--beam-size",
+    "2",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("translate") / "run"
+    code = translate.main(["--num-train", "300", *TINY, "--out", str(run)])
+    assert code == 0
+    return run
+
+
+def test_default_command_trains_and_evaluates(trained_run, capsys):
+    for name in (
+        "model.keras",
+        "config.json",
+        "metrics.json",
+        "source_vocabulary.txt",
+        "target_vocabulary.txt",
+        "bleu_by_length.png",
+    ):
+        assert (trained_run / name).stat().st_size > 0, name
+    assert len(list((trained_run / "alignments").glob("*.png"))) == 4
+    assert list((trained_run / "logs").rglob("*tfevents*"))
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for key in ("bleu", "bleu_greedy", "chrf", "bleu_by_length", "train_seconds"):
+        assert key in metrics, key
+    assert {bucket["bucket"] for bucket in metrics["bleu_by_length"]} >= {"1-10", "41+"}
+    assert json.loads((trained_run / "config.json").read_text())["units"] == 16
+
+
+def test_evaluate_val_split_with_greedy(trained_run, capsys):
+    assert (
+        translate.main(
+            ["evaluate", "--run", str(trained_run), "--split", "val", "--beam-size", "1"]
+        )
+        == 0
+    )
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["split"] == "val" and metrics["beam_size"] == 1
+    assert "BLEU" in capsys.readouterr().out
+
+
+def test_translate_arguments_and_stdin_keep_order(trained_run, capsys, monkeypatch, tmp_path):
+    texts = ["twelve", "", "ninety seven and three"]
+    picture = tmp_path / "alignment.png"
+    assert (
+        translate.main(
+            ["translate", "--run", str(trained_run), "--attention-png", str(picture), *texts]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.split("\n")[:3]
+    assert lines[1] == ""  # an empty input gives an empty line, in its place
+    assert picture.stat().st_size > 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(texts) + "\n"))
+    assert translate.main(["translate", "--run", str(trained_run), "--beam-size", "1"]) == 0
+    assert capsys.readouterr().out.split("\n")[:3][1] == ""
+
+
+def write_parallel(directory, gz=False):
+    pairs = [("ein hund läuft", "a dog runs"), ("zwei katzen", "two cats")] * 15
+    directory.mkdir()
+    for split in ("train", "val", "test"):
+        for lang, side in (("de", 0), ("en", 1)):
+            text = "".join(pair[side] + "\n" for pair in pairs)
+            path = directory / f"{split}.{lang}" if not gz else directory / f"{split}.{lang}.gz"
+            if gz:
+                path.write_bytes(gzip.compress(text.encode()))
+            else:
+                path.write_text(text, encoding="utf-8")
+
+
+@pytest.mark.parametrize("layout", ["directory", "gz-directory", "tsv"])
+def test_train_on_each_file_layout(layout, tmp_path, capsys):
+    if layout == "tsv":
+        data = tmp_path / "pairs.tsv"
+        data.write_text("".join(f"go {i}\tva {i}\n" for i in range(60)), encoding="utf-8")
+        language_flags = []
+    else:
+        data = tmp_path / "corpus"
+        write_parallel(data, gz=layout == "gz-directory")
+        language_flags = ["--source-lang", "de", "--target-lang", "en"]
+    run = tmp_path / "run"
+    assert (
+        translate.main(["train", "--data", str(data), *language_flags, *TINY, "--out", str(run)])
+        == 0
+    )
+    assert (run / "model.keras").exists()
+    assert "train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["evaluate", "--run", "{tmp}/nowhere"], "no such directory"),
+        (["evaluate", "--run", "{tmp}"], "holds no model.keras"),
+        (["train", "--data", "{tmp}/missing.tsv", "--out", "{tmp}/run"], "no such file"),
+    ],
+)
+def test_clear_one_line_errors(argv, message, tmp_path, capsys):
+    from recipes import cli
+
+    argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
+    assert cli.run_main(translate.main, argv) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error and len(error.splitlines()) == 1
+
+
+def test_mismatched_files_name_both(tmp_path, capsys):
+    from recipes import cli
+
+    data = tmp_path / "corpus"
+    write_parallel(data)
+    (data / "train.en").write_text("only one line\n", encoding="utf-8")
+    argv = [
+        "train",
+        "--data",
+        str(data),
+        "--source-lang",
+        "de",
+        "--target-lang",
+        "en",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert cli.run_main(translate.main, argv) == 2
+    error = capsys.readouterr().err
+    assert "train.de" in error and "train.en" in error
+
+
+def test_flags_override_defaults():
+    args = translate.parse(
+        ["train", "--attention", "luong-dot", "--no-input-feeding", "--learning-rate", "0.01"]
+    )
+    config = translate.cli.config_from_args(translate.TranslateConfig, args)
+    assert (config.attention, config.input_feeding, config.learning_rate) == (
+        "luong-dot",
+        False,
+        0.01,
+    )
+    assert config.units == translate.TranslateConfig().units
+    assert os.environ.get("MULTIATTN_TRACEBACK") is None
