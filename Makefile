@@ -14,7 +14,7 @@ $(INSTALLED): pyproject.toml
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(BIN)/python -m recipes.layer_demo
+	$(BIN)/python -m recipes.translate
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q

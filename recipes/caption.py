@@ -11,7 +11,6 @@
 and cached in the run directory; training then runs the decoder alone.
 """
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -239,7 +238,7 @@ def train(config, run):
         }
         training_encoder = keras.layers.Identity()
     else:
-        sources = {split: data[split].images.astype("float32") for split in ("train", "val")}
+        sources = {split: data[split].images for split in ("train", "val")}
         training_encoder = encoder
 
     model = build_model(config, training_encoder, len(vocabulary))
@@ -250,13 +249,18 @@ def train(config, run):
         import tensorflow as tf
 
         image_indices, target_in, target_out = inputs[split]
-        source = sources[split]
+        # A tensor made here is captured by reference; a NumPy array would be copied
+        # into the graph of the map function.
+        source = tf.constant(sources[split])  # uint8 pixels or float16 features
+
+        def gather(index, t_in, t_out):
+            return (tf.cast(tf.gather(source, index), "float32"), t_in), t_out
+
         data_set = tf.data.Dataset.from_tensor_slices((image_indices, target_in, target_out))
         if shuffle:
             data_set = data_set.shuffle(len(image_indices), seed=config.seed)
         data_set = data_set.batch(config.batch_size).map(
-            lambda index, t_in, t_out: ((tf.gather(source, index), t_in), t_out),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            gather, num_parallel_calls=tf.data.AUTOTUNE
         )
         return data_set.prefetch(tf.data.AUTOTUNE)
 
@@ -432,41 +436,21 @@ def caption(run, images, beam_size=None, attention_png=None):
 
 # -- command line --------------------------------------------------------------------------
 def parse(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m recipes.caption", description=__doc__.splitlines()[0]
+    parser, commands, argv = cli.recipe_parser(
+        "python -m recipes.caption", __doc__.splitlines()[0], CaptionConfig, argv
     )
-    commands = parser.add_subparsers(dest="command")
-    for name in ("train", "all"):
-        if name == "all" and argv and not argv[0].startswith("-"):
-            continue
-        sub = commands.add_parser(name, help="train" if name == "train" else "train, evaluate")
-        cli.add_config_flags(sub, CaptionConfig)
-        sub.add_argument("--out", help="run directory (resumes an interrupted run)")
-    evaluate_parser = commands.add_parser("evaluate", help="BLEU-1..4, CIDEr, pictures")
-    evaluate_parser.add_argument("--run", required=True)
-    evaluate_parser.add_argument("--beam-size", type=int)
-    evaluate_parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     caption_parser = commands.add_parser("caption", help="caption image files")
     caption_parser.add_argument("--run", required=True)
     caption_parser.add_argument("--beam-size", type=int)
     caption_parser.add_argument("--attention-png", help="directory for attention pictures")
     caption_parser.add_argument("images", nargs="+", metavar="IMAGE")
-    if not argv or argv[0].startswith("-"):
-        argv = ["all", *argv]
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else list(argv))
     if args.command in ("train", "all"):
-        config = cli.config_from_args(CaptionConfig, args)
-        run = cli.new_run_directory("caption", args.out)
-        cli.stage(f"run directory: {run}")
-        train(config, run)
-        if args.command == "all":
-            evaluate(run)
-        print(f"run: {run}")
-        return 0
+        return cli.run_training_command(args, CaptionConfig, "caption", train, evaluate)
     if args.command == "evaluate":
         evaluate(args.run, args.split, args.beam_size)
         return 0

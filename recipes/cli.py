@@ -165,6 +165,40 @@ def fit_verbosity():
     return 1 if sys.stdout.isatty() else 2
 
 
+def recipe_parser(prog, description, config_class, argv):
+    """The commands both recipes share: `train`, `evaluate`, and the default `all`.
+
+    Returns `(parser, commands, argv)`: the recipe adds its own command (`translate`,
+    `caption`) to `commands`, then parses `argv` (which starts with `all` when no
+    command was named).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    commands = parser.add_subparsers(dest="command")
+    defaulted = not argv or argv[0].startswith("-")
+    for name in ("train", "all") if defaulted else ("train",):
+        helps = {"train": "train a model", "all": "train, then evaluate (the default)"}
+        train_parser = commands.add_parser(name, help=helps[name])
+        add_config_flags(train_parser, config_class)
+        train_parser.add_argument("--out", help="run directory (resumes an interrupted run)")
+    evaluate_parser = commands.add_parser("evaluate", help="scores and pictures of a run")
+    evaluate_parser.add_argument("--run", required=True)
+    evaluate_parser.add_argument("--beam-size", type=int)
+    evaluate_parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    return parser, commands, (["all", *argv] if defaulted else list(argv))
+
+
+def run_training_command(args, config_class, kind, train, evaluate):
+    """`train` / `all`: config from flags, a run directory, training, evaluation."""
+    config = config_from_args(config_class, args)
+    run = new_run_directory(kind, args.out)
+    stage(f"run directory: {run}")
+    train(config, run)
+    if args.command == "all":
+        evaluate(run)
+    print(f"run: {run}")
+    return 0
+
+
 def stage(message):
     """One line per stage of a long job, flushed at once."""
     print(f"==> {message}", flush=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recipes import caption, cli
+from recipes import caption
 
 TINY = [
     "--units",
@@ -129,18 +129,3 @@ def test_frozen_pretrained_backbone_caches_features(tmp_path, capsys):
     # The saved model takes images: it reloads and captions without the cache.
     assert caption.main(["evaluate", "--run", str(run)]) == 0
     assert "BLEU-4" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(
-    "argv,message",
-    [
-        (["evaluate", "--run", "{tmp}/nowhere"], "no such directory"),
-        (["evaluate", "--run", "{tmp}"], "holds no model.keras"),
-        (["train", "--data", "{tmp}/missing", "--out", "{tmp}/run"], "missing"),
-    ],
-)
-def test_clear_one_line_errors(argv, message, tmp_path, capsys):
-    argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
-    assert cli.run_main(caption.main, argv) == 2
-    error = capsys.readouterr().err
-    assert message in error and "Traceback" not in error and len(error.splitlines()) == 1

@@ -1,3 +1,7 @@
+"""A functional model with each attention layer, trained with `model.fit` on a task only
+attention solves (fetch the value stored under the query's key), beats the same budget
+without attention: the layer demo, run as a test."""
+
 from recipes import layer_demo
 
 

@@ -187,7 +187,11 @@ class ImageGridEncoder(keras.layers.Layer):
                 keras.layers.Conv2D(
                     filters, 3, padding="same", use_bias=False, dtype=dtype, name=f"conv_{index}"
                 ),
-                keras.layers.BatchNormalization(dtype=dtype, name=f"batch_norm_{index}"),
+                # Momentum 0.9 (not 0.99): inference statistics settle within the few
+                # hundred steps a from-scratch CNN gets here.
+                keras.layers.BatchNormalization(
+                    momentum=0.9, dtype=dtype, name=f"batch_norm_{index}"
+                ),
                 keras.layers.ReLU(dtype=dtype, name=f"relu_{index}"),
                 keras.layers.MaxPooling2D(2, dtype=dtype, name=f"pool_{index}"),
             ]
