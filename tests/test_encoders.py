@@ -349,3 +349,23 @@ def test_image_grid_reports_a_missing_weights_file(tmp_path):
     encoder = ImageGridEncoder("mobilenet", weights=str(tmp_path / "missing.h5"))
     with pytest.raises(ValueError, match="Backbone weights file not found"):
         encoder(_images(32))
+
+
+@pytest.mark.parametrize("units", [None, 5])
+def test_image_grid_coordinates_mark_each_region(units):
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 24, 3)).astype("float32")
+    encoder = ImageGridEncoder("small_cnn", units=units, filters=(4, 4), coordinates=True)
+    regions = np.asarray(encoder(images))
+    assert regions.shape == tuple(encoder.compute_output_shape(images.shape))
+    if units is None:
+        height, width = encoder.grid_shape((32, 24))  # (8, 6)
+        rows = np.repeat(np.linspace(-1, 1, height), width)
+        columns = np.tile(np.linspace(-1, 1, width), height)
+        np.testing.assert_allclose(regions[0, :, -2], rows, atol=1e-6)
+        np.testing.assert_allclose(regions[1, :, -1], columns, atol=1e-6)
+        plain = ImageGridEncoder("small_cnn", filters=(4, 4))
+        plain.build(images.shape)
+        plain.set_weights(encoder.get_weights())
+        np.testing.assert_allclose(regions[..., :-2], plain(images), atol=1e-6)
+    clone = ImageGridEncoder.from_config(encoder.get_config())
+    assert clone.coordinates

@@ -66,6 +66,10 @@ class ImageGridEncoder(keras.layers.Layer):
             1.0); an error for the other backbones.
         filters: Filters of the convolution blocks of `"small_cnn"` (None means
             `(32, 64, 128)`); an error for the other backbones.
+        coordinates: Append each region's row and column (scaled to [-1, 1]) as two
+            more channels. A context vector is a weighted sum of regions, so without
+            them it says what was attended to but not where it is; with them a
+            decoder can tell "left of" from "above".
         **kwargs: Standard layer arguments (`name`, `dtype`, `trainable`, ...).
 
     Call arguments:
@@ -75,7 +79,8 @@ class ImageGridEncoder(keras.layers.Layer):
             backbone) and dropout-like layers are active.
 
     Returns:
-        Regions `(batch, H * W, d)`, with `d = units` or the backbone's channels.
+        Regions `(batch, H * W, d)`, with `d = units` or the backbone's channels (plus 2
+        with `coordinates`).
 
     Attributes:
         backbone_model: The backbone network, a `keras.Model` created when the layer
@@ -101,6 +106,7 @@ class ImageGridEncoder(keras.layers.Layer):
         trainable_backbone=None,
         alpha=None,
         filters=None,
+        coordinates=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -132,6 +138,7 @@ class ImageGridEncoder(keras.layers.Layer):
         self.trainable_backbone = trainable_backbone
         self.alpha = alpha
         self.filters = None if filters is None else tuple(int(f) for f in filters)
+        self.coordinates = coordinates
         # Cleared by `from_config`: a re-created layer gets its weights from elsewhere.
         self._load_backbone_weights = True
         self.projection = (
@@ -175,7 +182,8 @@ class ImageGridEncoder(keras.layers.Layer):
         if self.projection is not None:
             self.projection.trainable = self.trainable
             if not self.projection.built:
-                self.projection.build((None, None, self.backbone_model.output_shape[-1]))
+                channels = self.backbone_model.output_shape[-1] + (2 if self.coordinates else 0)
+                self.projection.build((None, None, channels))
         self.built = True
 
     def _small_cnn(self, input_shape):
@@ -210,17 +218,33 @@ class ImageGridEncoder(keras.layers.Layer):
         backbone_training = training if self.backbone_model.trainable else False
         features = self.backbone_model(self.preprocess(images), training=backbone_training)
         # features: (batch, H, W, C)
+        if self.coordinates:
+            features = ops.concatenate([features, self._coordinate_channels(features)], -1)
         batch_size = ops.shape(features)[0]
         regions = ops.reshape(features, (batch_size, -1, features.shape[-1]))  # (batch, H*W, C)
         if self.projection is not None:
             regions = self.projection(regions)  # (batch, H*W, units)
         return regions
 
+    def _coordinate_channels(self, features):
+        """`(batch, H, W, 2)`: each cell's row and column, scaled to [-1, 1]."""
+        batch_size, height, width = (ops.shape(features)[i] for i in range(3))
+
+        def axis(size):
+            positions = ops.cast(ops.arange(size), self.compute_dtype)
+            return positions / ops.cast(ops.maximum(size - 1, 1), self.compute_dtype) * 2 - 1
+
+        rows = ops.broadcast_to(ops.expand_dims(axis(height), 1), (height, width))
+        columns = ops.broadcast_to(ops.expand_dims(axis(width), 0), (height, width))
+        grid = ops.stack([rows, columns], axis=-1)  # (H, W, 2)
+        return ops.broadcast_to(ops.expand_dims(grid, 0), (batch_size, height, width, 2))
+
     def compute_output_shape(self, images_shape):
         if not self.built:
             self.build(images_shape)
         _, height, width, channels = self.backbone_model.compute_output_shape(tuple(images_shape))
         regions = None if height is None or width is None else height * width
+        channels += 2 if self.coordinates else 0
         return (images_shape[0], regions, channels if self.units is None else self.units)
 
     def grid_shape(self, image_size):
@@ -245,6 +269,7 @@ class ImageGridEncoder(keras.layers.Layer):
                 "trainable_backbone": self.trainable_backbone,
                 "alpha": self.alpha,
                 "filters": self.filters,
+                "coordinates": self.coordinates,
             }
         )
         return config
