@@ -360,6 +360,12 @@ def translate(run, texts, beam_size=None, attention_png=None, batch_size=64):
     non_empty = [index for index, text in enumerate(texts) if text.strip()]
     if non_empty:
         source_ids = source_vocabulary.encode([texts[index] for index in non_empty])
+        truncated = sum(len(ids) > config.max_tokens for ids in source_ids)
+        if truncated:
+            print(
+                f"truncated {truncated} input(s) to --max-tokens={config.max_tokens} subwords",
+                file=sys.stderr,
+            )
         source_ids = [ids[: config.max_tokens] for ids in source_ids]
         result = translate_ids(
             model,

@@ -155,3 +155,16 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert translate.main(argv) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2  # epochs 2 and 3; epoch 1 was restored
+
+
+def test_translate_reports_truncated_inputs(trained_run, capsys):
+    long_text = " , ".join(["ninety seven"] * 60)
+    assert (
+        translate.main(
+            ["translate", "--run", str(trained_run), "--beam-size", "1", long_text, "twelve"]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "truncated 1 input(s)" in captured.err
+    assert len(captured.out.rstrip("\n").split("\n")) == 2
