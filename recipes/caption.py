@@ -171,7 +171,7 @@ def uses_feature_cache(config):
     return config.weights not in (None, "none") and not config.fine_tune
 
 
-def build_model(config, encoder, vocabulary_size):
+def build_model(config, encoder, vocabulary_size, compile_model=True):
     import keras
 
     from multiattn import AttentionDecoder, Seq2Seq
@@ -193,7 +193,8 @@ def build_model(config, encoder, vocabulary_size):
         end_id=2,
         attention_penalty=config.attention_penalty,
     )
-    model.compile(keras.optimizers.Adam(config.learning_rate, clipnorm=1.0))
+    if compile_model:
+        model.compile(keras.optimizers.Adam(config.learning_rate, clipnorm=1.0))
     return model
 
 
@@ -292,7 +293,8 @@ def train(config, run):
     if uses_feature_cache(config):
         # The saved model takes images: the trained decoder behind the frozen backbone.
         best = keras.saving.load_model(os.path.join(run, "model.keras"), safe_mode=True)
-        full = build_model(config, encoder, len(vocabulary))
+        # Saved uncompiled: the decoder-only model's optimizer state does not fit it.
+        full = build_model(config, encoder, len(vocabulary), compile_model=False)
         full(
             (
                 np.zeros((1, config.image_size, config.image_size, 3), "float32"),
