@@ -155,8 +155,9 @@ class Seq2Seq(keras.Model):
     ):
         """Decodes `source` with greedy search, beam search or sampling.
 
-        The search loop is compiled with the model's predict function (and so is
-        `jit_compile`d when the model is); batches of `batch_size` run at once.
+        The search loop is compiled with the model's predict function (a
+        `tf.function` on TensorFlow; `jit_compile` is untested); batches of
+        `batch_size` run at once.
 
         Args:
             source: Source batch (NumPy array, tensor, or a `tf.data.Dataset` of
