@@ -78,7 +78,6 @@ class Split:
 
     images: np.ndarray  # (n, size, size, 3) uint8
     captions: list  # one list of reference strings per image
-    names: list  # a label per image (file path or scene number)
     scenes: list | None = None  # generated scenes, for attention localization
 
 
@@ -97,7 +96,6 @@ def load_splits(config, splits=("train", "val", "test")):
             split: Split(
                 images=np.stack([scene.image for scene in scenes[split]]),
                 captions=[[scene.caption] for scene in scenes[split]],
-                names=[f"{split}-{index}" for index in range(len(scenes[split]))],
                 scenes=scenes[split],
             )
             for split in splits
@@ -106,12 +104,7 @@ def load_splits(config, splits=("train", "val", "test")):
 
     cli.stage(f"loading captions: {config.data}")
     corpus = load_caption_corpus(config.data, seed=config.seed)
-    for reason, count in sorted(corpus.skipped.items()):
-        where = ", ".join(corpus.skipped_examples.get(reason, [])[:3])
-        print(
-            f"    skipped {count} caption record(s): {reason}"
-            + (f" ({where}, ...)" if where else "")
-        )
+    cli.report_skips(corpus, kind="caption record")
     result = {}
     for split in splits:
         entries = getattr(corpus, split)
@@ -124,10 +117,6 @@ def load_splits(config, splits=("train", "val", "test")):
         result[split] = Split(
             images=images,
             captions=[entries[index][1] for index in kept],
-            names=[
-                entries[index][0] if isinstance(entries[index][0], str) else f"{split}-{index}"
-                for index in kept
-            ],
         )
     return result
 
@@ -198,9 +187,9 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
     return model
 
 
-def grid_features(encoder, images, cache_directory, split, batch_size=64):
+def grid_features(encoder, images, cache_directory, batch_size=64):
     """The frozen backbone's regions for `images`, cached on disk between runs."""
-    from recipes.data.images import FeatureCache
+    from recipes.data.images import FeatureCache, image_key
 
     key = (
         f"{encoder.backbone}-{encoder.backbone_weights}-{encoder.alpha}-"
@@ -211,14 +200,8 @@ def grid_features(encoder, images, cache_directory, split, batch_size=64):
     def compute(batch):
         return np.asarray(encoder(np.asarray(batch, dtype="float32"), training=False))
 
-    keys = [f"{split}:{index}:{_digest(images[index])}" for index in range(len(images))]
+    keys = [image_key(image) for image in images]  # by content: equal images share features
     return cache.get_or_compute(keys, lambda indices: images[indices], compute, batch_size)
-
-
-def _digest(image):
-    import hashlib
-
-    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()[:16]
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -247,7 +230,7 @@ def train(config, run):
         cli.stage("computing the frozen backbone's grid features (cached)")
         encoder.build((None, config.image_size, config.image_size, 3))
         sources = {
-            split: grid_features(encoder, data[split].images, os.path.join(run, "features"), split)
+            split: grid_features(encoder, data[split].images, os.path.join(run, "features"))
             for split in ("train", "val")
         }
         training_encoder = keras.layers.Identity()
@@ -399,22 +382,24 @@ def evaluate(run, split="test", beam_size=None, pictures=4):
     return values
 
 
-def save_attention_pictures(data, result, hypotheses, grid, run, split, count):
+def save_attention_picture(image, attention, hypothesis, grid, path):
+    """One panel per generated word (and the end token) with its attention on the image."""
     from multiattn.plotting import plot_image_attention
 
-    paths = []
-    for index in range(min(count, len(hypotheses))):
-        words = hypotheses[index].split() + ["<end>"]
-        paths.append(
-            plot_image_attention(
-                data.images[index],
-                result["attention"][index][: len(words)],
-                grid,
-                words,
-                os.path.join(run, "attention", f"{split}_{index}.png"),
-            )
+    return plot_image_attention(image, attention, grid, hypothesis.split() + ["<end>"], path)
+
+
+def save_attention_pictures(data, result, hypotheses, grid, run, split, count):
+    return [
+        save_attention_picture(
+            data.images[index],
+            result["attention"][index],
+            hypotheses[index],
+            grid,
+            os.path.join(run, "attention", f"{split}_{index}.png"),
         )
-    return paths
+        for index in range(min(count, len(hypotheses)))
+    ]
 
 
 def caption(run, images, beam_size=None, attention_png=None):
@@ -432,17 +417,14 @@ def caption(run, images, beam_size=None, attention_png=None):
     for index, text in zip(kept, hypotheses, strict=True):
         print(f"{images[index]}\t{text}")
     if attention_png:
-        from multiattn.plotting import plot_image_attention
-
         grid = model.encoder.grid_shape((config.image_size, config.image_size))
         for row, index in enumerate(kept):
-            words = hypotheses[row].split() + ["<end>"]
             name = os.path.splitext(os.path.basename(images[index]))[0]
-            path = plot_image_attention(
+            path = save_attention_picture(
                 pixels[row],
-                result["attention"][row][: len(words)],
+                result["attention"][row],
+                hypotheses[row],
                 grid,
-                words,
                 os.path.join(attention_png, f"{name}.png"),
             )
             print(f"attention: {path}", file=sys.stderr)

@@ -199,6 +199,13 @@ def run_training_command(args, config_class, kind, train, evaluate):
     return 0
 
 
+def report_skips(corpus, kind="record"):
+    """Prints one line per skip reason of a corpus (`skipped` and `skipped_examples`)."""
+    for reason, count in sorted(corpus.skipped.items()):
+        where = ", ".join(corpus.skipped_examples.get(reason, [])[:3])
+        print(f"    skipped {count} {kind}(s): {reason}" + (f" ({where}, ...)" if where else ""))
+
+
 def stage(message):
     """One line per stage of a long job, flushed at once."""
     print(f"==> {message}", flush=True)

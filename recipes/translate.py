@@ -78,18 +78,12 @@ def load_data(config):
         seed=config.seed,
         **({"num_train": config.num_train} if config.data is None else {}),
     )
-    report_skips(corpus)
+    cli.report_skips(corpus)
     print(
         f"    {len(corpus.train)} train, {len(corpus.val)} val, {len(corpus.test)} test pairs",
         flush=True,
     )
     return corpus
-
-
-def report_skips(corpus):
-    for reason, count in sorted(corpus.skipped.items()):
-        where = ", ".join(corpus.skipped_examples.get(reason, [])[:3])
-        print(f"    skipped {count} record(s): {reason}" + (f" ({where}, ...)" if where else ""))
 
 
 def encode_pairs(pairs, source_vocabulary, target_vocabulary, max_tokens, split):
