@@ -4,6 +4,30 @@ import keras
 from keras import ops
 
 
+def token_cross_entropy(targets, logits, label_smoothing=0.0):
+    """Cross-entropy of every token, in float32: `(batch, T)`.
+
+    Args:
+        targets: int `(batch, T)` target ids.
+        logits: `(batch, T, vocab)` unnormalised scores.
+        label_smoothing: Float in [0, 1): the target distribution is
+            `(1 - label_smoothing) * one_hot + label_smoothing / vocab`
+            (Szegedy et al. 2016).
+    """
+    logits = ops.cast(logits, "float32")  # (batch, T, vocab)
+    # The fused kernel computes the loss and its gradient without materialising the
+    # log-probabilities; picking them with take_along_axis costs a scatter over
+    # batch * T * vocab positions in the backward pass.
+    losses = ops.sparse_categorical_crossentropy(
+        ops.cast(targets, "int32"), logits, from_logits=True
+    )  # (batch, T)
+    if label_smoothing:
+        # -mean_v log p_v = logsumexp(logits) - mean_v logits_v
+        uniform = ops.logsumexp(logits, axis=-1) - ops.mean(logits, axis=-1)
+        losses = (1.0 - label_smoothing) * losses + label_smoothing * uniform
+    return losses
+
+
 def masked_cross_entropy(targets, logits, mask=None, label_smoothing=0.0):
     """Mean token cross-entropy over unmasked positions, in float32.
 
@@ -11,24 +35,14 @@ def masked_cross_entropy(targets, logits, mask=None, label_smoothing=0.0):
         targets: int `(batch, T)` target ids.
         logits: `(batch, T, vocab)` unnormalised scores.
         mask: Optional boolean `(batch, T)`; default: `targets != 0` (0 is padding).
-        label_smoothing: Float in [0, 1): the target distribution is
-            `(1 - label_smoothing) * one_hot + label_smoothing / vocab`
-            (Szegedy et al. 2016).
+        label_smoothing: See `token_cross_entropy`.
 
     Returns:
         A float32 scalar: the loss summed over unmasked tokens divided by their count.
     """
     if mask is None:
         mask = ops.not_equal(targets, 0)
-    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)  # (batch, T, vocab)
-    targets = ops.cast(targets, "int32")
-    target_log_probs = ops.squeeze(
-        ops.take_along_axis(log_probs, ops.expand_dims(targets, -1), axis=-1), -1
-    )
-    losses = -target_log_probs
-    if label_smoothing:
-        uniform = -ops.mean(log_probs, axis=-1)
-        losses = (1.0 - label_smoothing) * losses + label_smoothing * uniform
+    losses = token_cross_entropy(targets, logits, label_smoothing)
     mask = ops.cast(mask, "float32")
     return ops.sum(losses * mask) / ops.maximum(ops.sum(mask), 1.0)
 
@@ -81,24 +95,35 @@ def coverage_loss(alignment, target_mask=None):
 
 @keras.saving.register_keras_serializable(package="multiattn")
 class MaskedCrossEntropy(keras.losses.Loss):
-    """`masked_cross_entropy` as a Keras loss, for `model.compile(loss=...)`.
+    """The token cross-entropy as a Keras loss, for `model.compile(loss=...)`.
 
-    Targets equal to `pad_id` are left out. `y_pred` are logits.
+    The mean over the tokens whose target is not `pad_id`: the per-token losses are
+    reduced by Keras with the padding mask as sample weights
+    (`reduction="mean_with_sample_weight"`), so that under `tf.distribute` the loss
+    is scaled per replica as every Keras loss is. `y_pred` are logits; a
+    `sample_weight` passed when calling multiplies the mask.
 
     Args:
-        label_smoothing: See `masked_cross_entropy`.
+        label_smoothing: See `token_cross_entropy`.
         pad_id: The padding id of the targets.
         name: Name of the loss.
+        **kwargs: Standard loss arguments.
     """
 
     def __init__(self, label_smoothing=0.0, pad_id=0, name="masked_cross_entropy", **kwargs):
+        kwargs.setdefault("reduction", "mean_with_sample_weight")
         super().__init__(name=name, **kwargs)
         self.label_smoothing = label_smoothing
         self.pad_id = pad_id
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
+        if sample_weight is not None:
+            mask = mask * ops.cast(sample_weight, "float32")
+        return super().__call__(y_true, y_pred, sample_weight=mask)
+
     def call(self, y_true, y_pred):
-        mask = ops.not_equal(y_true, self.pad_id)
-        return masked_cross_entropy(y_true, y_pred, mask, self.label_smoothing)
+        return token_cross_entropy(y_true, y_pred, self.label_smoothing)
 
     def get_config(self):
         config = super().get_config()

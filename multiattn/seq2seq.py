@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from multiattn import search
-from multiattn.losses import coverage_loss, doubly_stochastic_penalty, masked_cross_entropy
+from multiattn.losses import MaskedCrossEntropy, coverage_loss, doubly_stochastic_penalty
 
 METHODS = ("greedy", "beam", "sample")
 
@@ -84,6 +84,7 @@ class Seq2Seq(keras.Model):
         self.label_smoothing = label_smoothing
         self.attention_penalty = attention_penalty
         self.coverage_loss_weight = coverage_loss_weight
+        self.cross_entropy = MaskedCrossEntropy(label_smoothing=label_smoothing)
         self.token_accuracy = keras.metrics.Mean(name="accuracy")
         # Created here, outside any compiled function; `generate` re-seeds it.
         self.sampling_seed_generator = keras.random.SeedGenerator(0)
@@ -130,14 +131,21 @@ class Seq2Seq(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits = y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
-        loss = masked_cross_entropy(y, logits, label_smoothing=self.label_smoothing)
+        # Through a Keras loss and the trainer's aggregation, as a compiled loss would
+        # be: under tf.distribute each replica's loss is divided by the replica count.
+        loss = self.cross_entropy(y, logits)
         for extra in self.losses:
-            loss = loss + ops.cast(extra, "float32")
+            loss = loss + ops.cast(self._aggregate_additional_loss(extra), loss.dtype)
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logits = y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
-        correct = ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), ops.cast(y, "int32"))
+        # A token is right when its logit is the largest (ties count as right): a max
+        # and a gather, cheaper than argmax over (batch, T, vocab) on every backend.
+        target_logits = ops.take_along_axis(
+            logits, ops.expand_dims(ops.cast(y, "int32"), -1), axis=-1
+        )  # (batch, T, 1)
+        correct = ops.greater_equal(ops.squeeze(target_logits, -1), ops.max(logits, axis=-1))
         self.token_accuracy.update_state(
             ops.cast(correct, "float32"), sample_weight=ops.cast(ops.not_equal(y, 0), "float32")
         )
@@ -156,8 +164,8 @@ class Seq2Seq(keras.Model):
         """Decodes `source` with greedy search, beam search or sampling.
 
         The search loop is compiled with the model's predict function (a
-        `tf.function` on TensorFlow; `jit_compile` is untested); batches of
-        `batch_size` run at once.
+        `tf.function` on TensorFlow, with XLA when the model was compiled with
+        `jit_compile=True`); batches of `batch_size` run at once.
 
         Args:
             source: Source batch (NumPy array, tensor, or a `tf.data.Dataset` of
@@ -185,6 +193,8 @@ class Seq2Seq(keras.Model):
         if method == "beam":
             settings["beam_size"] = int(beam_size)
         settings = tuple(sorted(settings.items(), key=lambda item: item[0]))
+        if not self.built and hasattr(source, "shape"):  # generating before any fit
+            self.build(((None, *tuple(source.shape)[1:]), (None, None)))
         self._generation_settings = settings
         try:
             if settings != self._compiled_generation_settings:
@@ -205,9 +215,16 @@ class Seq2Seq(keras.Model):
         if self._generation_settings is None:
             return super().predict_step(data)
         source = data[0] if isinstance(data, (tuple, list)) else data
-        return self._search(source, **dict(self._generation_settings))
+        return self.search(source, **dict(self._generation_settings))
 
-    def _search(self, source, method, max_length, beam_size=None, **search_kwargs):
+    def search(self, source, method, max_length, beam_size=None, **search_kwargs):
+        """The search behind `generate`, as a traceable function of one source batch.
+
+        `generate` compiles it with the predict function; call it yourself inside a
+        `tf.function` (or `jax.jit`), e.g. to export a model: there `max_length` may be
+        a scalar tensor. Arguments and result as for `generate`, without `batch_size`;
+        the values are tensors.
+        """
         memory, memory_mask, encoder_state = self.encode(source, training=False)
         state = self.decoder.get_initial_state(memory, memory_mask, encoder_state)
         keys, values = self.decoder.prepare_memory(memory)

@@ -4,6 +4,7 @@
     python -m recipes.caption train [--data D] [--backbone NAME --weights W] ...
     python -m recipes.caption evaluate --run DIR [--beam-size N] [--split test]
     python -m recipes.caption caption --run DIR [--beam-size N] [--attention-png DIR] IMAGE ...
+    python -m recipes.caption export --run DIR --out DIR     # SavedModel: image bytes in, text out
 
 `--data`: none (generated scenes of coloured shapes), a Flickr8k directory
 (`DIR/images/*.jpg`, `DIR/captions.token.txt`), `coco:CAPTIONS.json,IMAGE_DIR`, or
@@ -18,14 +19,14 @@ import time
 
 import numpy as np
 
-from recipes import cli
+from recipes import cli, runtime
 
 ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value")
 BACKBONES = ("small_cnn", "mobilenet", "mobilenet_v2", "efficientnet_b0", "resnet50")
 
 
 @dataclasses.dataclass(frozen=True)
-class CaptionConfig:
+class CaptionConfig(runtime.RuntimeConfig):
     """Settings of a captioning run; every field is a `--field-name` flag."""
 
     data: str | None = dataclasses.field(
@@ -114,24 +115,48 @@ def load_splits(config, splits=("train", "val", "test")):
             print(f"    skipped image {path}: {reason}")
         if skipped:
             print(f"    skipped {len(skipped)} unreadable image(s) in {split}")
-        result[split] = Split(
-            images=images,
-            captions=[entries[index][1] for index in kept],
-        )
+        captions = [entries[index][1] for index in kept]
+        print(f"    {len(kept)} {split} images, {sum(map(len, captions))} captions", flush=True)
+        if not kept:  # an empty split would fail deep inside tf.data or Keras
+            if entries:
+                path, reason = skipped[0]
+                why = f"none of its {len(entries)} images is readable, e.g. {path}: {reason}"
+            else:
+                total = sum(len(getattr(corpus, name)) for name in ("train", "val", "test"))
+                why = f"the split by image gave it none of the {total} images"
+            raise cli.UsageError(f"--data {config.data}: no usable {split} images ({why})")
+        result[split] = Split(images=images, captions=captions)
     return result
 
 
-def caption_targets(vocabulary, split, max_length):
-    """One training pair per reference caption: image indices, `target_in`, `target_out`."""
+def caption_targets(vocabulary, split, max_length, name="train"):
+    """One training pair per reference caption: image indices, `target_in`, `target_out`.
+
+    Captions without a word are skipped and longer ones cut to `max_length` words;
+    both are counted on stdout.
+    """
     from recipes.data.images import tokenize_caption
 
     image_indices, token_lists = [], []
+    without_words = 0
     for image_index, references in enumerate(split.captions):
         for caption in references:
             tokens = tokenize_caption(caption)
             if tokens:
                 image_indices.append(image_index)
                 token_lists.append(tokens)
+            else:
+                without_words += 1
+    if without_words:
+        print(f"    {name}: skipped {without_words} caption(s) without words")
+    truncated = sum(len(tokens) > max_length for tokens in token_lists)
+    if truncated:
+        print(
+            f"    {name}: truncated {truncated} caption(s) to "
+            f"--max-caption-length={max_length} words"
+        )
+    if not token_lists:
+        raise cli.UsageError(f"no {name} caption has a word to learn")
     target_in, target_out = vocabulary.encode_targets(token_lists, max_length)
     return np.array(image_indices, dtype="int64"), target_in, target_out
 
@@ -183,7 +208,11 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
         attention_penalty=config.attention_penalty,
     )
     if compile_model:
-        model.compile(keras.optimizers.Adam(config.learning_rate, clipnorm=1.0))
+        # Under mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer here.
+        model.compile(
+            keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
+            jit_compile=config.jit_compile,
+        )
     return model
 
 
@@ -210,6 +239,10 @@ def train(config, run):
 
     from recipes.data.images import WordVocabulary, tokenize_caption
 
+    # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
+    strategy = runtime.make_strategy(config.strategy, config.devices)
+    runtime.set_precision(config.mixed_precision)
+    run = runtime.worker_directory(run, strategy)  # only the chief writes the run
     keras.utils.set_random_seed(config.seed)
     started = time.time()
     data = load_splits(config, ("train", "val"))
@@ -224,7 +257,7 @@ def train(config, run):
     encoder = make_encoder(config)
     inputs = {}
     for split in ("train", "val"):
-        inputs[split] = caption_targets(vocabulary, data[split], config.max_caption_length)
+        inputs[split] = caption_targets(vocabulary, data[split], config.max_caption_length, split)
 
     if uses_feature_cache(config):
         cli.stage("computing the frozen backbone's grid features (cached)")
@@ -238,9 +271,10 @@ def train(config, run):
         sources = {split: data[split].images for split in ("train", "val")}
         training_encoder = encoder
 
-    model = build_model(config, training_encoder, len(vocabulary))
-    # Built before fit: BackupAndRestore needs the weights to restore into.
-    model.build(((None, *sources["train"].shape[1:]), (None, None)))
+    with strategy.scope():
+        model = build_model(config, training_encoder, len(vocabulary))
+        # Built before fit: BackupAndRestore needs the weights to restore into.
+        model.build(((None, *sources["train"].shape[1:]), (None, None)))
 
     def dataset(split, shuffle):
         import tensorflow as tf
@@ -259,23 +293,25 @@ def train(config, run):
         data_set = data_set.batch(config.batch_size).map(
             gather, num_parallel_calls=tf.data.AUTOTUNE
         )
-        return data_set.prefetch(tf.data.AUTOTUNE)
+        return runtime.shard_by_data(data_set.prefetch(tf.data.AUTOTUNE))
 
     cli.stage(
         f"training: {config.backbone} backbone, {config.attention} attention, "
-        f"{config.epochs} epochs at most"
+        f"{config.epochs} epochs at most ({runtime.describe(strategy, config)})"
     )
-    history = model.fit(
-        dataset("train", True),
-        validation_data=dataset("val", False),
-        epochs=config.epochs,
-        callbacks=cli.training_callbacks(run, config.patience),
-        verbose=cli.fit_verbosity(),
-        shuffle=False,  # the dataset shuffles itself
-    )
+    with runtime.fitting(model, strategy):
+        history = model.fit(
+            dataset("train", True),
+            validation_data=dataset("val", False),
+            epochs=config.epochs,
+            callbacks=cli.training_callbacks(run, config.patience),
+            verbose=cli.fit_verbosity(),
+            shuffle=False,  # the dataset shuffles itself
+        )
+    cli.record_training(run, history, started)  # first: a NaN loss may have saved no model
     if uses_feature_cache(config):
         # The saved model takes images: the trained decoder behind the frozen backbone.
-        best = keras.saving.load_model(os.path.join(run, "model.keras"), safe_mode=True)
+        best = cli.load_model(os.path.join(run, "model.keras"))
         # Saved uncompiled: the decoder-only model's optimizer state does not fit it.
         full = build_model(config, encoder, len(vocabulary), compile_model=False)
         full(
@@ -285,21 +321,18 @@ def train(config, run):
             )
         )
         full.decoder.set_weights(best.decoder.get_weights())
-        full.save(os.path.join(run, "model.keras"))
-    cli.record_training(run, history, started)
+        cli.save_model(full, os.path.join(run, "model.keras"))
     return run
 
 
 def load_run(run):
-    import keras
-
-    import multiattn  # noqa: F401  (registers the serializable classes)
     from recipes.data.images import WordVocabulary
 
     model_path = cli.require_run(run)
     config = cli.load_config(CaptionConfig, os.path.join(run, "config.json"))
     vocabulary = WordVocabulary.load(os.path.join(run, "vocabulary.txt"))
-    model = keras.saving.load_model(model_path, safe_mode=True)
+    model = cli.load_model(model_path)  # safe mode: never unpickles
+    runtime.apply_to_loaded_model(model, config)  # the run's precision and XLA setting
     return config, model, vocabulary
 
 
@@ -408,10 +441,12 @@ def caption(run, images, beam_size=None, attention_png=None):
     config, model, vocabulary = load_run(run)
     beam_size = config.beam_size if beam_size is None else beam_size
     pixels, kept, skipped = load_images(images, config.image_size)
+    if not kept:  # one line that says why, not a skip line and then an error
+        reasons = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise cli.UsageError(f"no readable image among the arguments: {reasons}{more}")
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    if not kept:
-        raise cli.UsageError("no readable image among the arguments")
     result = generate_captions(model, pixels.astype("float32"), config, beam_size)
     hypotheses = decode_captions(vocabulary, result["tokens"])
     for index, text in zip(kept, hypotheses, strict=True):
@@ -441,15 +476,27 @@ def parse(argv):
     caption_parser.add_argument("--beam-size", type=int)
     caption_parser.add_argument("--attention-png", help="directory for attention pictures")
     caption_parser.add_argument("images", nargs="+", metavar="IMAGE")
+    export_parser = commands.add_parser(
+        "export", help="a TensorFlow SavedModel for TensorFlow Serving"
+    )
+    export_parser.add_argument("--run", required=True)
+    export_parser.add_argument("--out", required=True, help="a new or empty directory")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else list(argv))
     if args.command in ("train", "all"):
-        return cli.run_training_command(args, CaptionConfig, "caption", train, evaluate)
+        return cli.run_training_command(
+            args, CaptionConfig, "caption", train, runtime.on_chief_only(evaluate)
+        )
     if args.command == "evaluate":
         evaluate(args.run, args.split, args.beam_size)
+        return 0
+    if args.command == "export":
+        from recipes import export
+
+        export.export_captioning(args.run, args.out)
         return 0
     caption(args.run, args.images, args.beam_size, args.attention_png)
     return 0

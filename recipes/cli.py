@@ -4,15 +4,21 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import sys
 import time
 import types
 import typing
+import zipfile
 
 
 class UsageError(Exception):
     """A problem the user can fix (bad flag, missing file): printed as one line, exit 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training: printed as one line, exit 130; the same command resumes."""
 
 
 def add_config_flags(parser, config_class):
@@ -22,7 +28,9 @@ def add_config_flags(parser, config_class):
     `None` in the namespace so `config_from_args` can tell what was given.
     """
     hints = typing.get_type_hints(config_class)
-    for field in dataclasses.fields(config_class):
+    # The recipe's own fields first, then the inherited ones (runtime.RuntimeConfig).
+    own = config_class.__dict__.get("__annotations__", {})
+    for field in sorted(dataclasses.fields(config_class), key=lambda field: field.name not in own):
         flag = "--" + field.name.replace("_", "-")
         kind = hints[field.name]
         if kind is bool:
@@ -108,8 +116,10 @@ def require_run(run):
     """Checks that `--run DIR` holds a trained model; returns the model path."""
     if run is None:
         raise UsageError("--run DIR is required (a directory written by `train`)")
-    if not os.path.isdir(run):
+    if not os.path.exists(run):
         raise UsageError(f"--run: no such directory: {run}")
+    if not os.path.isdir(run):
+        raise UsageError(f"--run: {run} is not a directory")
     path = os.path.join(run, "model.keras")
     if not os.path.isfile(path):
         raise UsageError(f"--run: {run} holds no model.keras (has training finished?)")
@@ -117,8 +127,11 @@ def require_run(run):
 
 
 def write_json(path, values):
-    with open(path, "w", encoding="utf-8") as file:
+    # Written beside and renamed over: a process killed mid-write leaves the old file whole.
+    partial = path + ".partial"
+    with open(partial, "w", encoding="utf-8") as file:
         json.dump(values, file, indent=2, sort_keys=True)
+    os.replace(partial, path)
     return path
 
 
@@ -129,35 +142,124 @@ def read_json(path):
         return json.load(file)
 
 
-def training_callbacks(run, patience):
-    """Resume after interruption, keep the best model by val loss, stop early, log."""
+def load_model(path):
+    """`keras.saving.load_model` in safe mode: nothing pickled or marshalled is ever run.
+
+    A file that would need it (a `Lambda` layer holding a Python function) or that is not
+    a `.keras` archive is refused with one line naming it.
+    """
     import keras
 
+    import multiattn  # noqa: F401  (registers the serializable classes)
+
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{path}: not a .keras archive (truncated, or another kind of file)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except ValueError as error:
+        if "safe_mode" in str(error):
+            raise UsageError(
+                f"{path}: refused, it holds Python code (a Lambda layer or other "
+                "marshalled function), which a run never loads"
+            ) from None
+        raise UsageError(f"{path}: cannot load the model: {str(error).splitlines()[0]}") from None
+
+
+def save_model(model, path):
+    """`model.save(path)`, written beside and renamed over: a kill mid-save keeps the old file."""
+    partial = path[: -len(".keras")] + ".partial.keras"
+    model.save(partial)
+    os.replace(partial, path)
+    return path
+
+
+def training_callbacks(run, patience):
+    """Resume after interruption, keep the best model by val loss, stop early, log.
+
+    `BackupAndRestore` brings back the weights, optimizer state and epoch count of the
+    last finished epoch. What the other callbacks knew is the training record in
+    `metrics.json` (`epochs_completed`, `best_val_loss`, `best_epoch`), written after
+    every epoch and read back on resuming. Without it a new process starts the
+    checkpoint's best at infinity (a worse model would replace the better one saved
+    before the interruption) and early stopping's patience from zero (every resume would
+    grant `patience` more epochs); with it a resumed run keeps the better model and stops
+    where an uninterrupted run would.
+    """
+    import keras
+
+    model_path = os.path.join(run, "model.keras")
+    # ModelCheckpoint writes in place; it writes here and `save_record` renames the file
+    # over model.keras, so a kill mid-save never leaves a broken model.
+    partial_path = os.path.join(run, "model.partial.keras")
+    metrics_path = os.path.join(run, "metrics.json")
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        partial_path, monitor="val_loss", save_best_only=True
+    )
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
+    record = {}
+
+    def restore_record(epoch, logs=None):
+        if record:  # only before the first epoch of this process
+            return
+        # A first epoch past 0 means BackupAndRestore resumed an interrupted run.
+        saved = read_json(metrics_path) if epoch > 0 else {}
+        record.update(epochs_completed=epoch, resumed_from_epoch=epoch)
+        if "best_val_loss" in saved:
+            record.update(best_val_loss=saved["best_val_loss"], best_epoch=saved["best_epoch"])
+            checkpoint.best = early_stopping.best = saved["best_val_loss"]
+            early_stopping.best_epoch = saved["best_epoch"] - 1
+            early_stopping.wait = max(0, epoch - saved["best_epoch"])
+        write_json(metrics_path, record)  # a fresh run drops the record of an older one
+
+    def save_record(epoch, logs=None):
+        improved = checkpoint.best is not None and checkpoint.best != record.get("best_val_loss")
+        if improved and math.isfinite(checkpoint.best):
+            os.replace(partial_path, model_path)
+            record.update(best_val_loss=float(checkpoint.best), best_epoch=epoch + 1)
+        elif os.path.exists(partial_path):  # a NaN model, or left by a killed process
+            os.remove(partial_path)
+        if math.isfinite((logs or {}).get("loss", math.nan)):  # a NaN epoch is not completed
+            record["epochs_completed"] = epoch + 1
+            write_json(metrics_path, record)
+
     return [
-        keras.callbacks.BackupAndRestore(os.path.join(run, "backup")),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(run, "model.keras"), monitor="val_loss", save_best_only=True
-        ),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
+        checkpoint,
+        early_stopping,
+        keras.callbacks.LambdaCallback(on_epoch_begin=restore_record, on_epoch_end=save_record),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(os.path.join(run, "logs"), write_graph=False),
+        # Last, so the model and the record of an epoch are saved before its backup: a
+        # backup never claims an epoch whose record is missing.
+        keras.callbacks.BackupAndRestore(os.path.join(run, "backup"), double_checkpoint=True),
     ]
 
 
 def record_training(run, history, started):
-    """Adds training time and epochs to `metrics.json`; a NaN loss is a clear error."""
+    """Adds this process's time and epochs to the record in `metrics.json`.
+
+    A NaN loss is a clear error naming the model kept from before it.
+    """
+    metrics_path = os.path.join(run, "metrics.json")
+    model_path = os.path.join(run, "model.keras")
+    metrics = read_json(metrics_path)
     losses = history.history.get("loss", [])
-    if any(loss != loss for loss in losses):  # NaN
+    if not all(math.isfinite(loss) for loss in losses):
+        epoch = metrics.get("epochs_completed", 0) + 1
+        if "best_epoch" in metrics and os.path.isfile(model_path):
+            kept = (
+                f"the last good checkpoint is {model_path} (epoch {metrics['best_epoch']}, "
+                f"val_loss {metrics['best_val_loss']:.4f})"
+            )
+        else:
+            kept = "no epoch finished before it, so no model was saved"
         raise UsageError(
-            "training stopped: the loss became NaN (try a lower --learning-rate); "
-            f"the last good checkpoint is {os.path.join(run, 'model.keras')}"
+            f"training stopped: the loss became NaN in epoch {epoch} "
+            f"(try a lower --learning-rate); {kept}"
         )
-    metrics = read_json(os.path.join(run, "metrics.json"))
-    metrics["train_seconds"] = round(time.time() - started, 1)
-    metrics["epochs_run"] = len(losses)
-    metrics["best_val_loss"] = float(min(history.history.get("val_loss", [float("nan")])))
-    write_json(os.path.join(run, "metrics.json"), metrics)
-    print(f"    model: {os.path.join(run, 'model.keras')}", flush=True)
+    metrics["train_seconds"] = round(time.time() - started, 1)  # this process's
+    metrics["epochs_run"] = len(losses)  # by this process; `epochs_completed` by the run
+    write_json(metrics_path, metrics)
+    print(f"    model: {model_path}", flush=True)
 
 
 def fit_verbosity():
@@ -192,7 +294,11 @@ def run_training_command(args, config_class, kind, train, evaluate):
     config = config_from_args(config_class, args)
     run = new_run_directory(kind, args.out)
     stage(f"run directory: {run}")
-    train(config, run)
+    try:
+        train(config, run)
+    except KeyboardInterrupt:
+        # The backup of the last finished epoch stays; `fit` restores it on the next run.
+        raise Interrupted("interrupted: run the same command to resume") from None
     if args.command == "all":
         evaluate(run)
     print(f"run: {run}")
@@ -212,7 +318,10 @@ def stage(message):
 
 
 def run_main(main_function, argv):
-    """Runs `main_function(argv)`, turning `UsageError`/`ValueError` into one line + exit 2."""
+    """Runs `main_function(argv)`, turning `UsageError`/`ValueError` into one line + exit 2.
+
+    Ctrl-C is one line too, and exit 130 (what a shell reports for SIGINT).
+    """
     try:
         return main_function(argv)
     except (UsageError, ValueError, FileNotFoundError) as error:
@@ -220,3 +329,8 @@ def run_main(main_function, argv):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interruption:  # Ctrl-C: one line, the shell's exit code
+        if os.environ.get("MULTIATTN_TRACEBACK"):
+            raise
+        print(str(interruption) or "interrupted", file=sys.stderr)
+        return 130

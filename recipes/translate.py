@@ -4,6 +4,7 @@
     python -m recipes.translate train [--data D] [--attention NAME] [--epochs N] ...
     python -m recipes.translate evaluate --run DIR [--beam-size N] [--split test]
     python -m recipes.translate translate --run DIR [--beam-size N] [--attention-png F] [TEXT ...]
+    python -m recipes.translate export --run DIR --out DIR   # a SavedModel: text in, text out
 
 Every run writes one directory (`runs/translate/<timestamp>/` or `--out DIR`) holding
 `model.keras`, the vocabularies, `config.json`, `metrics.json`, TensorBoard logs and
@@ -17,13 +18,13 @@ import time
 
 import numpy as np
 
-from recipes import cli
+from recipes import cli, runtime
 
 ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value", "none")
 
 
 @dataclasses.dataclass(frozen=True)
-class TranslateConfig:
+class TranslateConfig(runtime.RuntimeConfig):
     """Settings of a translation run; every field is a `--field-name` flag."""
 
     data: str | None = dataclasses.field(
@@ -64,6 +65,8 @@ class TranslateConfig:
     num_train: int = dataclasses.field(
         default=20000, metadata={"help": "sentences of generated training data"}
     )
+    num_val: int = dataclasses.field(default=1000, metadata={"help": "generated val sentences"})
+    num_test: int = dataclasses.field(default=1000, metadata={"help": "generated test sentences"})
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -76,7 +79,11 @@ def load_data(config):
         source_lang=config.source_lang,
         target_lang=config.target_lang,
         seed=config.seed,
-        **({"num_train": config.num_train} if config.data is None else {}),
+        **(
+            {"num_train": config.num_train, "num_val": config.num_val, "num_test": config.num_test}
+            if config.data is None
+            else {}
+        ),
     )
     cli.report_skips(corpus)
     print(
@@ -97,7 +104,14 @@ def encode_pairs(pairs, source_vocabulary, target_vocabulary, max_tokens, split)
     ]
     dropped = len(pairs) - len(kept)
     if dropped:
-        print(f"    {split}: skipped {dropped} pair(s) longer than --max-tokens={max_tokens}")
+        print(
+            f"    {split}: skipped {dropped} pair(s) longer than --max-tokens={max_tokens}, "
+            f"kept {len(kept)}"
+        )
+    if pairs and not kept:  # an empty split would fail deep inside tf.data or Keras
+        raise cli.UsageError(
+            f"all {len(pairs)} {split} pairs are longer than --max-tokens={max_tokens}"
+        )
     return (
         [source_ids[i] for i in kept],
         [target_ids[i] for i in kept],
@@ -152,7 +166,10 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
         reverse_source=config.reverse_source,
         label_smoothing=config.label_smoothing,
     )
-    model.compile(keras.optimizers.Adam(config.learning_rate, clipnorm=1.0))
+    # Under mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer here.
+    model.compile(
+        keras.optimizers.Adam(config.learning_rate, clipnorm=1.0), jit_compile=config.jit_compile
+    )
     return model
 
 
@@ -162,11 +179,17 @@ def train(config, run):
 
     from recipes.data.text import SubwordVocabulary, make_dataset
 
+    # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
+    strategy = runtime.make_strategy(config.strategy, config.devices)
+    runtime.set_precision(config.mixed_precision)
+    run = runtime.worker_directory(run, strategy)  # only the chief writes the run
     keras.utils.set_random_seed(config.seed)
     started = time.time()
     corpus = load_data(config)
     if not corpus.val:
-        raise cli.UsageError("the data has no validation pairs: early stopping needs some")
+        raise cli.UsageError(
+            f"--data {config.data}: no validation pairs (early stopping needs some)"
+        )
     source_path, target_path = vocabulary_paths(run)
     if os.path.isfile(source_path) and os.path.isfile(target_path):
         cli.stage("reusing the vocabularies of the interrupted run")
@@ -191,34 +214,36 @@ def train(config, run):
     val_source, val_target, _ = encode_pairs(
         corpus.val, source_vocabulary, target_vocabulary, config.max_tokens, "val"
     )
-    train_data = make_dataset(
-        train_source, train_target, config.batch_size, shuffle=True, seed=config.seed
+    train_data = runtime.shard_by_data(
+        make_dataset(train_source, train_target, config.batch_size, shuffle=True, seed=config.seed)
     )
-    val_data = make_dataset(val_source, val_target, config.batch_size)
+    val_data = runtime.shard_by_data(make_dataset(val_source, val_target, config.batch_size))
+    if config.jit_compile:  # a few batch shapes, so a few XLA compilations
+        train_data = runtime.pad_for_xla(train_data, config.batch_size)
+        val_data = runtime.pad_for_xla(val_data, config.batch_size)
 
-    model = build_model(config, len(source_vocabulary), len(target_vocabulary))
-    # Built before fit: BackupAndRestore needs the weights to restore into.
-    model.build(((None, None), (None, None)))
+    with strategy.scope():
+        model = build_model(config, len(source_vocabulary), len(target_vocabulary))
+        # Built before fit: BackupAndRestore needs the weights to restore into.
+        model.build(((None, None), (None, None)))
     cli.stage(
         f"training: {config.attention} attention, {config.units} units, "
-        f"{config.epochs} epochs at most"
+        f"{config.epochs} epochs at most ({runtime.describe(strategy, config)})"
     )
-    history = model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=config.epochs,
-        callbacks=cli.training_callbacks(run, config.patience),
-        verbose=cli.fit_verbosity(),
-        shuffle=False,  # the dataset shuffles itself
-    )
+    with runtime.fitting(model, strategy):
+        history = model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=config.epochs,
+            callbacks=cli.training_callbacks(run, config.patience),
+            verbose=cli.fit_verbosity(),
+            shuffle=False,  # the dataset shuffles itself
+        )
     cli.record_training(run, history, started)
     return run
 
 
 def load_run(run):
-    import keras
-
-    import multiattn  # noqa: F401  (registers the serializable classes)
     from recipes.data.text import SubwordVocabulary
 
     model_path = cli.require_run(run)
@@ -226,7 +251,8 @@ def load_run(run):
     source_path, target_path = vocabulary_paths(run)
     source_vocabulary = SubwordVocabulary.load(source_path)
     target_vocabulary = SubwordVocabulary.load(target_path)
-    model = keras.saving.load_model(model_path, safe_mode=True)
+    model = cli.load_model(model_path)  # safe mode: never unpickles
+    runtime.apply_to_loaded_model(model, config)  # the run's precision and XLA setting
     return config, model, source_vocabulary, target_vocabulary
 
 
@@ -345,11 +371,33 @@ def save_alignment(result, index, source_ids, source_vocabulary, target_vocabula
     return plot_alignment(result["attention"][index], source_tokens, target_tokens, path)
 
 
+def stdin_lines():
+    """The lines of stdin; a line that is not UTF-8 becomes "" and is counted on stderr.
+
+    One bad line must not stop the others: its output line is empty, in its place.
+    """
+    if not hasattr(sys.stdin, "buffer"):  # an already decoded text stream (as in tests)
+        return [line.rstrip("\n") for line in sys.stdin]
+    lines, bad = [], []
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            lines.append(raw.rstrip(b"\r\n").decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append("")
+            bad.append(f"stdin:{number}")
+    if bad:
+        print(
+            f"skipped {len(bad)} input line(s): not valid UTF-8 ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); their output lines are empty",
+            file=sys.stderr,
+        )
+    return lines
+
+
 def translate(run, texts, beam_size=None, attention_png=None, batch_size=64):
     config, model, source_vocabulary, target_vocabulary = load_run(run)
     beam_size = config.beam_size if beam_size is None else beam_size
-    if not texts:
-        texts = [line.rstrip("\n") for line in sys.stdin]
+    texts = texts or stdin_lines()
     outputs = [""] * len(texts)
     non_empty = [index for index, text in enumerate(texts) if text.strip()]
     if non_empty:
@@ -397,15 +445,27 @@ def parse(argv):
     translate_parser.add_argument("--beam-size", type=int)
     translate_parser.add_argument("--attention-png", help="alignment picture of the first text")
     translate_parser.add_argument("texts", nargs="*", metavar="TEXT")
+    export_parser = commands.add_parser(
+        "export", help="a TensorFlow SavedModel for TensorFlow Serving"
+    )
+    export_parser.add_argument("--run", required=True)
+    export_parser.add_argument("--out", required=True, help="a new or empty directory")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else list(argv))
     if args.command in ("train", "all"):
-        return cli.run_training_command(args, TranslateConfig, "translate", train, evaluate)
+        return cli.run_training_command(
+            args, TranslateConfig, "translate", train, runtime.on_chief_only(evaluate)
+        )
     if args.command == "evaluate":
         evaluate(args.run, args.split, args.beam_size)
+        return 0
+    if args.command == "export":
+        from recipes import export
+
+        export.export_translation(args.run, args.out)
         return 0
     translate(args.run, args.texts, args.beam_size, args.attention_png)
     return 0

@@ -5,24 +5,11 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from recipe_flags import CAPTION, SCENES
 
 from recipes import caption
 
-TINY = [
-    "--units",
-    "16",
-    "--embedding-dim",
-    "8",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "16",
-    "--image-size",
-    "32",
-    "--beam-size",
-    "2",
-]
-SCENES = ["--num-train", "64", "--num-val", "16", "--num-test", "8"]
+TINY = CAPTION
 
 
 @pytest.fixture(scope="module")

@@ -646,3 +646,23 @@ def test_searches_run_inside_tf_function():
                 rtol=1e-6,
                 err_msg=f"{search} {key}",
             )
+
+
+@pytest.mark.parametrize("beam_size, vocab_size", [(3, 7), (4, 2), (1, 5)])
+def test_best_candidates_match_flat_numpy_ranking_with_ties(beam_size, vocab_size, rng):
+    from multiattn.search import _best_candidates
+
+    batch = 5
+    # Few distinct values: many ties; -inf as for finished hypotheses.
+    scores = rng.integers(-3, 1, (batch * beam_size, vocab_size)).astype("float32")
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    got_scores, got_hypotheses, got_tokens = (
+        ops.convert_to_numpy(x) for x in _best_candidates(scores, beam_size, vocab_size)
+    )
+    flat = scores.reshape(batch, beam_size * vocab_size)
+    for sentence in range(batch):
+        # Best first; among equal scores the lower flat index first (top_k's order).
+        order = sorted(range(flat.shape[1]), key=lambda i: (-flat[sentence, i], i))[:beam_size]
+        np.testing.assert_array_equal(got_scores[sentence], flat[sentence, order])
+        np.testing.assert_array_equal(got_hypotheses[sentence], np.array(order) // vocab_size)
+        np.testing.assert_array_equal(got_tokens[sentence], np.array(order) % vocab_size)

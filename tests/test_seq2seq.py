@@ -89,6 +89,25 @@ def test_sampling_and_plain_predict_after_generate(trained):
         model.generate(source, method="telepathy")
 
 
+def test_token_accuracy_matches_numpy_argmax(rng):
+    model = make_model()
+    logits = rng.normal(size=(4, 6, VOCAB)).astype("float32")
+    targets = rng.integers(1, VOCAB, (4, 6))
+    targets[:, :3] = logits[:, :3].argmax(-1)  # some right, some wrong
+    targets[2:, 4:] = 0  # padding does not count
+    model.compute_metrics(None, targets, (logits, None))
+    mask = targets != 0
+    want = (logits.argmax(-1) == targets)[mask].mean()
+    assert float(model.token_accuracy.result()) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_generate_before_any_fit_builds_the_model(method, rng):
+    source = rng.integers(3, VOCAB, (3, 5))
+    result = make_model().generate(source, method=method, max_length=4, min_length=4)
+    assert result["lengths"].min() == 4
+
+
 def test_keras_file_round_trip(trained, tmp_path):
     model, _, (source, target_in, *_rest) = trained
     path = tmp_path / "seq2seq.keras"
@@ -182,8 +201,14 @@ def test_attention_holds_up_with_length_and_the_bottleneck_does_not():
     test_source, _, test_target, test_lengths = reversal_data(rng, 200, 5, 40)
     accuracy = {}
     stopper = StopWhenLearned(0.995)
+    # At a constant 0.005 the loss spikes late in training, and where the last epoch
+    # lands decides the result: a float-level change of the graph moved the long-
+    # sequence accuracy from 1.0 to 0.94. Decaying to a fifth over the 16 epochs at
+    # most keeps training smooth (seeds 0 and 1: 0.992 and 0.979).
+    steps = len(full[0]) // 50 * 16
+    learning_rate = keras.optimizers.schedules.ExponentialDecay(0.005, steps, decay_rate=0.2)
     for attention in ("bahdanau", None):
-        model = make_model(attention=attention, units=64, learning_rate=0.005)
+        model = make_model(attention=attention, units=64, learning_rate=learning_rate)
         model.fit(warm_up[:2], warm_up[2], batch_size=50, epochs=4, verbose=0)
         model.fit(
             full[:2],

@@ -6,23 +6,11 @@ import json
 import sys
 
 import pytest
+from recipe_flags import TRANSLATE
 
 from recipes import translate
 
-TINY = [
-    "--units",
-    "16",
-    "--embedding-dim",
-    "8",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "32",
-    "--vocabulary-size",
-    "200",
-    "--beam-size",
-    "2",
-]
+TINY = TRANSLATE
 
 
 @pytest.fixture(scope="module")

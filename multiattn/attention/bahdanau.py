@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from multiattn.attention.base import BaseAttention
+from multiattn.attention.base import BaseAttention, project
 
 
 @keras.saving.register_keras_serializable(package="multiattn")
@@ -97,7 +97,8 @@ class BahdanauAttention(BaseAttention):
         return ops.matmul(keys, self.key_kernel), value  # (batch, Tv, units)
 
     def score(self, query, keys, coverage=None):
-        projected_query = ops.matmul(query, self.query_kernel)  # (batch, Tq, units)
+        # (batch, Tq, units)
+        projected_query = project(lambda x: ops.matmul(x, self.query_kernel), query)
         hidden = ops.expand_dims(projected_query, 2) + ops.expand_dims(keys, 1) + self.bias
         if coverage is not None:
             coverage = ops.cast(coverage, hidden.dtype)

@@ -158,3 +158,16 @@ def masked_softmax(scores, value_mask=None, query_mask=None):
     weights = ops.softmax(scores, axis=-1)
     # A row with nothing to attend to is uniform after the softmax; zero it.
     return weights * ops.cast(mask, "float32")
+
+
+def project(function, inputs):
+    """`function(inputs)`, a projection of the last axis (`x @ W`, a `Dense` layer).
+
+    A one-step query `(batch, 1, d)`, as a step-wise decoder attends with, is projected
+    as the 2-D product it is. On TensorFlow a 3-D by 2-D product is a tensordot, whose
+    gradient inside a loop keeps its permutation per step, and XLA cannot compile
+    that when the batch size is unknown. Other shapes are passed on unchanged.
+    """
+    if len(inputs.shape) == 3 and inputs.shape[1] == 1:
+        return ops.expand_dims(function(ops.squeeze(inputs, 1)), 1)
+    return function(inputs)

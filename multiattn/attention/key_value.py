@@ -3,7 +3,7 @@ import math
 import keras
 from keras import ops
 
-from multiattn.attention.base import BaseAttention
+from multiattn.attention.base import BaseAttention, project
 
 
 @keras.saving.register_keras_serializable(package="multiattn")
@@ -84,7 +84,7 @@ class KeyValueAttention(BaseAttention):
         return self.key_dense(keys), self.value_dense(value)
 
     def score(self, query, keys, coverage=None):
-        projected_query = self.query_dense(query)  # (batch, Tq, key_units)
+        projected_query = project(self.query_dense, query)  # (batch, Tq, key_units)
         scores = ops.matmul(projected_query, ops.transpose(keys, (0, 2, 1)))
         return scores * (1.0 / math.sqrt(self.key_units))
 

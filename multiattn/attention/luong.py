@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from multiattn.attention.base import BaseAttention
+from multiattn.attention.base import BaseAttention, project
 
 SCORE_MODES = ("dot", "general", "concat")
 
@@ -101,7 +101,8 @@ class LuongAttention(BaseAttention):
 
     def score(self, query, keys, coverage=None):
         if self.score_mode == "concat":
-            projected_query = ops.matmul(query, self.query_kernel)  # (batch, Tq, units)
+            # (batch, Tq, units)
+            projected_query = project(lambda x: ops.matmul(x, self.query_kernel), query)
             hidden = ops.tanh(ops.expand_dims(projected_query, 2) + ops.expand_dims(keys, 1))
             scores = ops.sum(hidden * self.score_vector, axis=-1)
         else:

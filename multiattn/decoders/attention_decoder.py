@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from multiattn import attention as attention_module
+from multiattn import loops
 
 ATTENTION_ORDERS = ("bahdanau", "luong")
 BRIDGES = ("zero", "learned")
@@ -321,15 +322,20 @@ class AttentionDecoder(keras.layers.Layer):
     def _attend(self, query, keys, values, memory_mask, coverage):
         """Attention for a query sequence `(batch, Tq, units)` or one step `(batch, units)`."""
         one_step = len(query.shape) == 2
+        # The gate on the query as given: see `attention.base.project` for why a step
+        # projects its 2-D query rather than a (batch, 1, units) one.
+        gate = self.gate_dense(query) if self.gate_dense is not None else None
         if one_step:
             query = ops.expand_dims(query, 1)
             if coverage is not None:
                 coverage = ops.expand_dims(coverage, 1)
+            if gate is not None:
+                gate = ops.expand_dims(gate, 1)
         context, weights = self.attention.attend(
             query, keys, values, value_mask=memory_mask, coverage=coverage
         )
-        if self.gate_dense is not None:
-            context = context * self.gate_dense(query)
+        if gate is not None:
+            context = context * gate
         if one_step:
             context, weights = ops.squeeze(context, 1), ops.squeeze(weights, 1)
         return context, weights
@@ -370,27 +376,17 @@ class AttentionDecoder(keras.layers.Layer):
             batch = ops.shape(embedded)[0]
             ones = ops.ones((batch, self.units), dtype=embedded.dtype)
             layer_masks = [self._dropout(ones, training) for _ in range(self.num_layers - 1)]
-        batch, source_len = ops.shape(values)[0], ops.shape(values)[1]
-        dtype = self.compute_dtype
 
-        # On TensorFlow, ops.scan keeps only outputs shaped like the carry, so the
-        # step's outputs (features, weights) ride along in the carry.
-        def body(carry, embedded_step):
-            features, weights, new_state = self._advance(
-                embedded_step, carry[2], keys, values, memory_mask, layer_masks
+        def body(state, embedded_step):
+            features, weights, state = self._advance(
+                embedded_step, state, keys, values, memory_mask, layer_masks
             )
-            if weights is None:
-                weights = carry[1]
-            carry = (features, ops.cast(weights, dtype), new_state)
-            return carry, carry
+            if weights is None:  # no attention: an empty alignment keeps one structure
+                weights = ops.zeros((ops.shape(features)[0], 0), dtype=features.dtype)
+            return state, (features, ops.cast(weights, features.dtype))
 
-        initial = (
-            ops.zeros((batch, self.units), dtype=dtype),
-            ops.zeros((batch, source_len), dtype=dtype),
-            state,
-        )
         steps_first = ops.transpose(embedded, (1, 0, 2))  # (T, batch, E)
-        _, (features, alignment, _) = ops.scan(body, initial, steps_first)
+        _, (features, alignment) = loops.scan(body, state, steps_first)
         features = ops.transpose(features, (1, 0, 2))  # (batch, T, units)
         alignment = ops.transpose(alignment, (1, 0, 2))  # (batch, T, S)
         return features, alignment

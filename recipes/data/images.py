@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from recipes.data.skips import SkipCounter
+
 PAD, START, END, UNKNOWN = "[PAD]", "[START]", "[END]", "[UNK]"
 SPECIAL_TOKENS = (PAD, START, END, UNKNOWN)
 PAD_ID, START_ID, END_ID, UNKNOWN_ID = range(len(SPECIAL_TOKENS))
@@ -106,6 +108,13 @@ def _array_to_image(array):
     return Image.fromarray(np.ascontiguousarray(array))
 
 
+def _is_empty_file(path):
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:  # missing or unreadable: Pillow's own error says which
+        return False
+
+
 def _open_file(path, size):
     with Image.open(path) as image:
         # A JPEG decodes at 1/2, 1/4 or 1/8 scale in its DCT for a fraction of the time
@@ -124,7 +133,8 @@ def load_image(source, size):
     semi-transparent pixels composited on white; 16-bit images scaled so that 65535 is
     255), and resized to `size` x `size` with Pillow's antialiased bilinear filter. The
     aspect ratio is not kept, as is usual for captioning (the shared Flickr8k copy is
-    already squashed to 224 x 224).
+    already squashed to 224 x 224). Tiny images, down to 1 x 1, are valid images and are
+    upscaled like any other (a 1 x 1 image gives a flat colour); they are not skipped.
 
     Very large images: JPEGs are decoded at a reduced scale (Pillow's `draft`, still at
     least `size` pixels on each side), so a 6000 x 6000 JPEG loads in a fraction of the
@@ -170,6 +180,8 @@ def load_image(source, size):
     # SyntaxError, struct.error, ...): all of them mean "this image cannot be used".
     except Exception as error:
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if not isinstance(source, np.ndarray) and _is_empty_file(source):
+            reason += " (an empty file: 0 bytes)"  # Pillow only says it cannot identify it
         raise ImageError(_describe_source(source), reason) from error
     return np.asarray(image, dtype=np.uint8)
 
@@ -221,7 +233,7 @@ def image_key(source):
 
 
 @dataclasses.dataclass
-class CaptionCorpus:
+class CaptionCorpus(SkipCounter):
     """Captions grouped by image and split by image.
 
     Attributes:
@@ -242,12 +254,7 @@ class CaptionCorpus:
     skipped: dict = dataclasses.field(default_factory=dict)
     skipped_examples: dict = dataclasses.field(default_factory=dict)
 
-    def skip(self, reason, location):
-        """Counts a skipped record and keeps its location if it is one of the first."""
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        examples = self.skipped_examples.setdefault(reason, [])
-        if len(examples) < MAX_SKIPPED_EXAMPLES:
-            examples.append(location)
+    locations_per_reason = MAX_SKIPPED_EXAMPLES  # a class attribute, not a field
 
     def split(self, name):
         """The records of split `name` (`"train"`, `"val"` or `"test"`)."""
@@ -355,7 +362,8 @@ def read_flickr8k(
         A `CaptionCorpus` whose images are file paths.
 
     Raises:
-        DataError: The directory, caption file, image directory or split file is missing.
+        DataError: The directory, caption file, image directory or split file is missing,
+            or no caption line is usable.
     """
     _check_fractions(val_fraction, 0.0 if split_file else test_fraction)
     directory = Path(directory)
@@ -385,6 +393,10 @@ def read_flickr8k(
             corpus.skip("missing image", location)
         else:
             records.setdefault(name, (str(images_path / name), []))[1].append(caption)
+    if not records:
+        # Every line that is not blank gives a record or a skip.
+        reason = corpus.skipped_summary() if corpus.skipped else "the file has no caption lines"
+        raise DataError(f"{captions_path}: no usable captions ({reason})")
     test_images = None
     if split_file is not None:
         listed = _read_test_images(split_file)

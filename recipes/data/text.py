@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from recipes.data import generated
+from recipes.data.skips import SkipCounter
 
 
 class DataError(ValueError):
@@ -38,7 +39,7 @@ LOCATIONS_PER_REASON = 3  # `file:line` examples kept for each skip reason
 
 
 @dataclasses.dataclass
-class Corpus:
+class Corpus(SkipCounter):
     """Sentence pairs by split, and the records that were skipped on the way.
 
     Attributes:
@@ -59,26 +60,7 @@ class Corpus:
     skipped_examples: dict = dataclasses.field(default_factory=dict)
     source_lang: str | None = None
     target_lang: str | None = None
-
-    def skip(self, reason, location):
-        """Counts one skipped record; keeps its location if it is among the first few."""
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        locations = self.skipped_examples.setdefault(reason, [])
-        if len(locations) < LOCATIONS_PER_REASON:
-            locations.append(location)
-
-    def skipped_summary(self):
-        """E.g. "skipped 3 records: 2 empty line (train.de:17, train.de:20), 1 ..."."""
-        total = sum(self.skipped.values())
-        parts = []
-        for reason, count in sorted(self.skipped.items()):
-            locations = list(self.skipped_examples.get(reason, []))
-            if count > len(locations):
-                locations.append("...")
-            parts.append(f"{count} {reason} ({', '.join(locations)})")
-        return f"skipped {total} record{'' if total == 1 else 's'}" + (
-            ": " + ", ".join(parts) if parts else ""
-        )
+    locations_per_reason = LOCATIONS_PER_REASON  # a class attribute, not a field
 
     def reversed(self):
         """The same corpus translating the other way (target -> source)."""
@@ -208,8 +190,12 @@ def read_parallel_directory(directory, source_lang, target_lang):
                 )
         pairs = _read_aligned(paths[source_lang], paths[target_lang], corpus)
         setattr(corpus, split, pairs)
-    if not corpus.train:
-        raise DataError(f"{directory}: no usable train pairs ({corpus.skipped_summary()})")
+        # Checked before reading val and test, so the summary is train's alone.
+        if split == "train" and not pairs:
+            names = " and ".join(os.path.basename(paths[lang]) for lang in paths)
+            if not corpus.skipped:  # equal line counts and nothing skipped: no lines
+                raise DataError(f"{directory}: no usable train pairs: {names} are empty")
+            raise DataError(f"{directory}: no usable train pairs ({corpus.skipped_summary()})")
     return corpus
 
 
@@ -278,8 +264,11 @@ def read_tsv(path, seed=0, val_fraction=0.05, test_fraction=0.05, reverse=False,
         raise ValueError(f"columns must be two different column numbers, got {columns!r}")
     corpus = Corpus()
     name = os.path.basename(path)
+    lines = _read_lines(path)
+    if not lines:
+        raise DataError(f"{path}: no usable pairs: the file is empty")
     pairs = []
-    for index, line in enumerate(_read_lines(path)):
+    for index, line in enumerate(lines):
         location = f"{name}:{index + 1}"
         text = _decode(line, first=index == 0)
         if text is None:

@@ -1,0 +1,370 @@
+"""Training and decoding speed of the seq2seq models, next to this machine's limit.
+
+    python -m benchmarks.speed                      # the stated configuration, float32
+    python -m benchmarks.speed --variants float32,bfloat16+jit
+    python -m benchmarks.speed --quick              # tiny sizes, a few steps (what the tests run)
+
+Everything runs in one process, on one fixed configuration (translation: vocabulary
+8000, embedding 256, 256 units, batch 64, source and target length 20; captioning: a
+7x7 grid of 256-channel features, the same decoder, batch 64, captions of length 16):
+
+- training throughput of `model.fit`, in target tokens (translation) and images
+  (captioning) per second, for each attention type on the step path (Bahdanau order,
+  the recurrence scanned) and on the fast path (Luong order without input feeding);
+- decoding throughput, sentences per second, greedy and beam 5, batched;
+- the peak resident memory of each measurement;
+- the achieved floating-point rate: the model's matrix-product operations counted
+  analytically (`benchmarks.flops`) over the measured time, as a share of the peak
+  of a large matrix product measured in the same process (float32 and bfloat16).
+
+A variant is a precision (`float32`, `bfloat16` = Keras' `mixed_bfloat16`, `float16`)
+with an optional `+jit` (XLA, `jit_compile=True`). Results go to
+`OUT/speed.md` and `OUT/speed.json`.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks import flops  # noqa: E402
+
+ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value")
+PATHS = ("step", "fast")
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    vocab_size: int = 8000
+    embedding_dim: int = 256
+    units: int = 256
+    batch: int = 64
+    source_len: int = 20
+    target_len: int = 20
+    grid: int = 7
+    channels: int = 256
+    caption_len: int = 16
+    train_steps: int = 20  # timed steps, after compiling and two warm-up steps
+    decode_batches: int = 4
+    beam_size: int = 5
+    matmul_size: int = 2048
+
+
+QUICK = Sizes(
+    vocab_size=60,
+    embedding_dim=8,
+    units=16,
+    batch=4,
+    source_len=5,
+    target_len=5,
+    grid=2,
+    channels=16,  # luong-dot needs regions as wide as the decoder
+    caption_len=4,
+    train_steps=2,
+    decode_batches=1,
+    beam_size=2,
+    matmul_size=64,
+)
+
+
+# -- measuring -------------------------------------------------------------------------------
+def reset_peak_memory():
+    """Resets the kernel's record of the process' peak resident set (Linux only)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mib():
+    """The peak resident set since the last reset, in MiB (None where unknown)."""
+    try:
+        with open("/proc/self/status") as file:
+            for line in file:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def matmul_peak(size, precision, repeats=10):
+    """GFLOP/s of a `size x size` matrix product, the best of `repeats` runs."""
+    import keras
+    import tensorflow as tf
+
+    a = keras.random.normal((size, size), dtype=precision, seed=1)
+    b = keras.random.normal((size, size), dtype=precision, seed=2)
+    product = tf.function(lambda x, y: keras.ops.sum(keras.ops.matmul(x, y)))
+    product(a, b).numpy()  # compile, warm up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        product(a, b).numpy()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+# -- models ----------------------------------------------------------------------------------
+def model_shape(sizes, task, attention, path):
+    luong = path == "fast"
+    return flops.ModelShape(
+        vocab_size=sizes.vocab_size,
+        embedding_dim=sizes.embedding_dim,
+        units=sizes.units,
+        memory_dim=sizes.units if task == "translate" else sizes.channels,
+        attention=attention,
+        attention_order="luong" if luong else "bahdanau",
+        input_feeding=False,
+        use_gate=task == "caption",
+        source_vocab_embedding=sizes.embedding_dim if task == "translate" else None,
+        encoder_units=sizes.units if task == "translate" else None,
+    )
+
+
+def build_model(sizes, task, attention, path, jit_compile):
+    import keras
+
+    from multiattn import AttentionDecoder, BiLSTMEncoder, Seq2Seq
+
+    if task == "translate":
+        encoder = BiLSTMEncoder(sizes.vocab_size, sizes.embedding_dim, sizes.units)
+    else:  # cached grid features, as the captioning recipe trains on them
+        encoder = keras.layers.Identity()
+    decoder = AttentionDecoder(
+        sizes.vocab_size,
+        sizes.embedding_dim,
+        sizes.units,
+        attention=attention,
+        attention_order="luong" if path == "fast" else "bahdanau",
+        input_feeding=False,
+        use_gate=task == "caption",
+    )
+    model = Seq2Seq(encoder, decoder, start_id=1, end_id=2)
+    model.compile(keras.optimizers.Adam(1e-3, clipnorm=1.0), jit_compile=jit_compile)
+    return model
+
+
+def batch_arrays(sizes, task, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if task == "translate":
+        source = rng.integers(3, sizes.vocab_size, (sizes.batch, sizes.source_len), "int32")
+        target_len = sizes.target_len
+    else:
+        regions = sizes.grid * sizes.grid
+        source = rng.normal(size=(sizes.batch, regions, sizes.channels)).astype("float32")
+        target_len = sizes.caption_len
+    target_in = rng.integers(3, sizes.vocab_size, (sizes.batch, target_len), "int32")
+    target_out = rng.integers(3, sizes.vocab_size, (sizes.batch, target_len), "int32")
+    return source, target_in, target_out
+
+
+def measure_training(model, sizes, task):
+    """Seconds per `model.fit` step over a repeated batch, after compiling."""
+    import tensorflow as tf
+
+    source, target_in, target_out = batch_arrays(sizes, task)
+    data = tf.data.Dataset.from_tensors(((source, target_in), target_out)).repeat()
+    started = time.perf_counter()
+    model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # compiles
+    compile_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    model.fit(data, steps_per_epoch=sizes.train_steps, epochs=1, verbose=0)
+    return (time.perf_counter() - started) / sizes.train_steps, compile_seconds
+
+
+def measure_decoding(model, sizes, task, method):
+    """Seconds per sentence of `generate`, every hypothesis running the full length."""
+    import numpy as np
+
+    batches = [batch_arrays(sizes, task, seed)[0] for seed in range(sizes.decode_batches)]
+    source = np.concatenate(batches)
+    steps = sizes.target_len if task == "translate" else sizes.caption_len
+    # min_length = max_length forbids the end token: every hypothesis runs every step,
+    # so the work does not depend on what the untrained model happens to predict.
+    options = {"max_length": steps, "min_length": steps, "batch_size": sizes.batch}
+    if method == "beam":
+        options["beam_size"] = sizes.beam_size
+    model.generate(source[: sizes.batch], method=method, **options)  # compiles
+    started = time.perf_counter()
+    model.generate(source, method=method, **options)
+    return (time.perf_counter() - started) / len(source), steps
+
+
+def run_variant(sizes, variant, tasks, attentions, paths, log):
+    import keras
+
+    precision, _, jit = variant.partition("+")
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    jit_compile = jit == "jit"
+    rows = []
+    for task in tasks:
+        for path in paths:
+            for attention in attentions:
+                keras.utils.set_random_seed(0)
+                reset_peak_memory()
+                model = build_model(sizes, task, attention, path, jit_compile)
+                seconds, compile_seconds = measure_training(model, sizes, task)
+                shape = model_shape(sizes, task, attention, path)
+                target_len = sizes.target_len if task == "translate" else sizes.caption_len
+                work = flops.training_step(shape, sizes.batch, _source_len(sizes, task), target_len)
+                row = {
+                    "variant": variant,
+                    "task": task,
+                    "path": path,
+                    "attention": attention,
+                    "train_ms_per_step": round(seconds * 1000, 1),
+                    "compile_seconds": round(compile_seconds, 1),
+                    "target_tokens_per_second": round(sizes.batch * target_len / seconds),
+                    "images_per_second": (
+                        round(sizes.batch / seconds, 1) if task == "caption" else None
+                    ),
+                    "train_gflops_per_step": round(work / 1e9, 2),
+                    "train_gflop_per_second": round(work / seconds / 1e9, 1),
+                }
+                # Decoding runs the same step whatever the training path: measured once
+                # per attention type, on the step-path model.
+                if path == paths[0]:
+                    for method in ("greedy", "beam"):
+                        per_sentence, steps = measure_decoding(model, sizes, task, method)
+                        beam = sizes.beam_size if method == "beam" else 1
+                        work = flops.generation(
+                            shape, 1, _source_len(sizes, task), steps, beam_size=beam
+                        )
+                        row[f"{method}_sentences_per_second"] = round(1 / per_sentence, 1)
+                        row[f"{method}_gflop_per_second"] = round(work / per_sentence / 1e9, 1)
+                row["peak_memory_mib"] = peak_memory_mib()
+                log(row)
+                rows.append(row)
+                keras.backend.clear_session()
+    keras.config.set_dtype_policy("float32")
+    return rows
+
+
+def _source_len(sizes, task):
+    return sizes.source_len if task == "translate" else sizes.grid * sizes.grid
+
+
+# -- reporting -------------------------------------------------------------------------------
+def markdown(report):
+    sizes, peaks = report["sizes"], report["matmul_peak_gflop_per_second"]
+    lines = [
+        "# Speed",
+        "",
+        f"Machine: {report['machine']}. Command: `{report['command']}`.",
+        f"Translation: vocabulary {sizes['vocab_size']}, embedding {sizes['embedding_dim']}, "
+        f"{sizes['units']} units, batch {sizes['batch']}, source and target length "
+        f"{sizes['source_len']}. Captioning: {sizes['grid']}x{sizes['grid']} grid of "
+        f"{sizes['channels']}-channel features, the same decoder, captions of length "
+        f"{sizes['caption_len']}. Decoding: beam {sizes['beam_size']}, every hypothesis "
+        "runs the full length.",
+        "",
+        "Matrix-product peak of this machine, measured in the same run "
+        f"({sizes['matmul_size']}x{sizes['matmul_size']}): "
+        + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items())
+        + ".",
+        "",
+        "| variant | task | path | attention | train ms/step | tokens/s | images/s "
+        "| train GFLOP/s (% of peak) | greedy sent/s | beam sent/s | peak MiB |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["rows"]:
+        precision = row["variant"].partition("+")[0]
+        peak = peaks["bfloat16" if precision != "float32" else "float32"]
+        share = 100 * row["train_gflop_per_second"] / peak
+        lines.append(
+            f"| {row['variant']} | {row['task']} | {row['path']} | {row['attention']} "
+            f"| {row['train_ms_per_step']} | {row['target_tokens_per_second']} "
+            f"| {row['images_per_second'] or ''} "
+            f"| {row['train_gflop_per_second']} ({share:.0f}%) "
+            f"| {row.get('greedy_sentences_per_second', '')} "
+            f"| {row.get('beam_sentences_per_second', '')} | {row['peak_memory_mib']} |"
+        )
+    lines += [
+        "",
+        "GFLOP/s count matrix products only (`benchmarks/flops.py`); a training step is "
+        "three forward passes. The share is of the float32 peak for float32 runs, of the "
+        "bfloat16 peak otherwise. Peak MiB is the process' peak resident memory during "
+        "that row (the runtime itself included).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a few steps")
+    parser.add_argument("--variants", default="float32", help="e.g. float32,bfloat16+jit")
+    parser.add_argument("--tasks", default="translate,caption")
+    parser.add_argument("--attentions", default=",".join(ATTENTIONS))
+    parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--train-steps", type=int, help="timed training steps")
+    parser.add_argument("--out", default=os.path.join("runs", "benchmarks", "speed"))
+    args = parser.parse_args(argv)
+    for name, allowed in (
+        ("variants", None),
+        ("tasks", ("translate", "caption")),
+        ("attentions", ATTENTIONS),
+        ("paths", PATHS),
+    ):
+        values = [value for value in getattr(args, name).split(",") if value]
+        for value in values:
+            if name == "variants":
+                precision, _, jit = value.partition("+")
+                ok = precision in PRECISIONS and jit in ("", "jit")
+            else:
+                ok = value in allowed
+            if not ok:
+                parser.error(f"--{name}: unknown value {value!r}")
+        setattr(args, name, values)
+    return args
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else argv)
+    sizes = QUICK if args.quick else Sizes()
+    if args.train_steps:
+        sizes = dataclasses.replace(sizes, train_steps=args.train_steps)
+    os.makedirs(args.out, exist_ok=True)
+
+    def log(row):
+        print(json.dumps(row), flush=True)
+
+    print("==> matrix-product peak", flush=True)
+    peaks = {
+        precision: round(matmul_peak(sizes.matmul_size, precision), 1)
+        for precision in ("float32", "bfloat16")
+    }
+    print(f"    {peaks}", flush=True)
+    rows = []
+    for variant in args.variants:
+        print(f"==> {variant}", flush=True)
+        rows += run_variant(sizes, variant, args.tasks, args.attentions, args.paths, log)
+    report = {
+        "command": "python -m benchmarks.speed " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}",
+        "sizes": dataclasses.asdict(sizes),
+        "matmul_peak_gflop_per_second": peaks,
+        "rows": rows,
+    }
+    json_path = os.path.join(args.out, "speed.json")
+    with open(json_path, "w") as file:
+        json.dump(report, file, indent=2)
+    markdown_path = os.path.join(args.out, "speed.md")
+    with open(markdown_path, "w") as file:
+        file.write(markdown(report))
+    print(f"results: {markdown_path}\n         {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Faults: killed and interrupted runs resume, a NaN loss keeps the last good model, and a
+saved run loads on a fresh process (in safe mode: nothing is ever unpickled)."""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from recipe_flags import CAPTION, SCENES, TRANSLATE
+
+from recipes import caption, cli, translate
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TRANSLATE_TINY = [*TRANSLATE, "--batch-size", "16"]
+CAPTION_TINY = [*CAPTION, *SCENES]
+TIMEOUT = 120  # seconds, for any one subprocess or wait
+
+
+def start(module, argv, log_path):
+    """`python -m module argv` in the repository, stdout and stderr to `log_path`.*."""
+    environment = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    # Files, not pipes: nobody reads while the child runs, and a full pipe would block it.
+    with open(f"{log_path}.out", "w") as out, open(f"{log_path}.err", "w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *argv], cwd=ROOT, env=environment, stdout=out, stderr=err
+        )
+
+
+def finish(process, log_path):
+    """Waits (bounded) for `process`; returns its exit code, stdout and stderr."""
+    process.wait(timeout=TIMEOUT)
+    return (
+        process.returncode,
+        pathlib.Path(f"{log_path}.out").read_text(),
+        pathlib.Path(f"{log_path}.err").read_text(),
+    )
+
+
+@pytest.fixture
+def processes():
+    """Started subprocesses; whatever the test's outcome, none outlives it."""
+    started = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def backed_up_epochs(run):
+    """Epochs saved by BackupAndRestore (0 if none yet, or the file is being written)."""
+    try:
+        return json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+def signal_during_epoch(process, run, epoch, signal_number):
+    """Sends `signal_number` early in `epoch` (1-based): once epoch - 1 is backed up."""
+    deadline = time.time() + TIMEOUT
+    while backed_up_epochs(run) < epoch - 1:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.time() < deadline, f"epoch {epoch - 1} was never backed up"
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the epoch: an epoch here takes seconds
+    process.send_signal(signal_number)
+
+
+def epochs_started(output):
+    return [int(number) for number in re.findall(r"^Epoch (\d+)/", output, re.MULTILINE)]
+
+
+@pytest.fixture(scope="module")
+def resumed_translate_run(tmp_path_factory):
+    """One training command run three times: killed (SIGKILL) in epoch 2, interrupted
+    (SIGINT) in epoch 3, then left to finish its 4 epochs.
+
+    Returns the run directory and, per attempt, its exit code, stdout, stderr and the
+    epochs backed up when it ended.
+    """
+    directory = tmp_path_factory.mktemp("resume")
+    run = directory / "run"
+    # 1200 sentences: an epoch lasts seconds, so a signal sent 0.5 s in lands mid-epoch.
+    argv = ["train", "--num-train", "1200", *TRANSLATE_TINY, "--epochs", "4", "--out", str(run)]
+    attempts = {}
+    for name, epoch, signal_number in (
+        ("killed", 2, signal.SIGKILL),
+        ("interrupted", 3, signal.SIGINT),
+        ("resumed", None, None),
+    ):
+        process = start("recipes.translate", argv, directory / name)
+        try:
+            if signal_number is not None:
+                signal_during_epoch(process, run, epoch, signal_number)
+            attempts[name] = (*finish(process, directory / name), backed_up_epochs(run))
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return run, attempts
+
+
+def test_killed_and_interrupted_run_resumes_to_its_epochs(resumed_translate_run):
+    run, attempts = resumed_translate_run
+    code, output, _, backed_up = attempts["killed"]
+    assert (code, backed_up) == (-signal.SIGKILL, 1)  # killed in epoch 2, not after it
+    assert epochs_started(output) == [1, 2]
+
+    code, output, errors, backed_up = attempts["interrupted"]
+    assert (code, backed_up) == (130, 2)
+    assert errors.strip().splitlines()[-1] == "interrupted: run the same command to resume"
+    assert "Traceback" not in errors
+    assert epochs_started(output) == [2, 3]  # the killed epoch 2 is run again, not epoch 1
+
+    code, output, errors, backed_up = attempts["resumed"]
+    assert code == 0, errors
+    assert epochs_started(output) == [3, 4]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 4
+    assert (metrics["resumed_from_epoch"], metrics["epochs_run"]) == (2, 2)
+    assert 1 <= metrics["best_epoch"] <= 4 and np.isfinite(metrics["best_val_loss"])
+    assert backed_up == 0 and not (run / "backup").exists()  # removed once training ended
+    assert not (run / "model.partial.keras").exists()
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Ctrl-C at the end of epoch `epoch` (1-based), after every other callback ran."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+class Sabotage(keras.callbacks.Callback):
+    """Makes every epoch it sees worse than the ones before the interruption."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        kernel = self.model.layers[0].kernel
+        kernel.assign(np.full(kernel.shape, 50.0, "float32"))
+
+
+def regression_model():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.05), loss="mse")
+    model.build((None, 4))
+    return model
+
+
+def test_resumed_run_keeps_the_better_model_and_its_patience(tmp_path, rng):
+    features = rng.normal(size=(64, 4)).astype("float32")
+    targets = features @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")
+
+    def fit(model, extra_callbacks):
+        return model.fit(
+            features,
+            targets,
+            validation_split=0.25,
+            epochs=10,
+            batch_size=16,
+            verbose=0,
+            callbacks=[*cli.training_callbacks(str(tmp_path), 2), *extra_callbacks],
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(regression_model(), [Interrupt(2)])
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert (record["epochs_completed"], record["best_epoch"]) == (2, 2)
+    best_weights = cli.load_model(str(tmp_path / "model.keras")).get_weights()
+
+    # A new process: new model and callbacks. Every resumed epoch is worse than epoch 2,
+    # so model.keras stays epoch 2's, and a patience of 2 ends training after epoch 4
+    # (a fresh EarlyStopping would have counted epoch 3 as its best and run to epoch 5).
+    history = fit(regression_model(), [Sabotage()])
+    assert len(history.history["loss"]) == 2
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert (record["epochs_completed"], record["best_epoch"]) == (4, 2)
+    assert record["resumed_from_epoch"] == 2
+    assert min(history.history["val_loss"]) > record["best_val_loss"]
+    kept_weights = cli.load_model(str(tmp_path / "model.keras")).get_weights()
+    for kept, best in zip(kept_weights, best_weights, strict=True):
+        np.testing.assert_array_equal(kept, best)
+
+
+class Poison(keras.callbacks.Callback):
+    """At the start of epoch 2, remembers the weights, then makes them NaN."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            self.good_weights = self.model.get_weights()
+            variable = self.model.trainable_variables[0]
+            variable.assign(np.full(variable.shape, np.nan, "float32"))
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_model(tmp_path, monkeypatch, capsys):
+    poison = Poison()
+    original = cli.training_callbacks
+    monkeypatch.setattr(cli, "training_callbacks", lambda *args: [*original(*args), poison])
+    run = tmp_path / "run"
+    argv = ["train", "--num-train", "100", *TRANSLATE_TINY, "--epochs", "3", "--out", str(run)]
+    assert cli.run_main(translate.main, argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "error: training stopped: the loss became NaN in epoch 2 (try a lower "
+        f"--learning-rate); the last good checkpoint is {run / 'model.keras'} (epoch 1, "
+        f"val_loss {json.loads((run / 'metrics.json').read_text())['best_val_loss']:.4f})"
+    )
+    assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 1
+    assert not (run / "model.partial.keras").exists()
+    weights = cli.load_model(str(run / "model.keras")).get_weights()
+    assert all(np.isfinite(array).all() for array in weights)
+    for saved, good in zip(weights, poison.good_weights, strict=True):
+        np.testing.assert_array_equal(saved, good)
+
+
+@pytest.fixture(scope="module")
+def trained_runs(resumed_translate_run, tmp_path_factory):
+    """The resumed translation run, a tiny caption run, and images to caption."""
+    directory = tmp_path_factory.mktemp("faults")
+    runs = {"translate": resumed_translate_run[0], "caption": directory / "caption"}
+    assert caption.main(["train", *CAPTION_TINY, "--out", str(runs["caption"])]) == 0
+    images = []
+    for index, colour in enumerate([(200, 30, 30), (30, 30, 200), (240, 240, 240)]):
+        pixels = np.zeros((32, 32, 3), "uint8")
+        pixels[8:24, 4 + 4 * index : 20 + 4 * index] = colour
+        images.append(directory / f"image{index}.png")
+        Image.fromarray(pixels).save(images[-1])
+    return runs, images
+
+
+def test_saved_runs_give_the_same_outputs_in_a_fresh_process(
+    trained_runs, tmp_path, processes, capsys
+):
+    runs, images = trained_runs
+    commands = {
+        "translate": [
+            "translate",
+            "--run",
+            str(runs["translate"]),
+            "twelve",
+            "ninety seven and three",
+            "one hundred",
+        ],
+        "caption": ["caption", "--run", str(runs["caption"]), *map(str, images)],
+    }
+    # Both fresh processes at once: each spends most of its time importing TensorFlow.
+    for name, argv in commands.items():
+        processes.append(start(f"recipes.{name}", argv, tmp_path / name))
+    for process, (name, argv) in zip(processes, commands.items(), strict=True):
+        code, fresh_output, errors = finish(process, tmp_path / name)
+        assert code == 0, errors
+        main = {"translate": translate.main, "caption": caption.main}[name]
+        assert main(argv) == 0
+        here_output = capsys.readouterr().out
+        assert fresh_output == here_output
+        assert len(here_output.splitlines()) == 3 and here_output.strip()
+
+
+def lambda_model():
+    inputs = keras.Input((3,))
+    return keras.Model(inputs, keras.layers.Lambda(lambda values: values * 2)(inputs))
+
+
+@pytest.mark.parametrize("recipe", ["translate", "caption"])
+@pytest.mark.parametrize("fault", ["lambda layer", "not a keras archive"])
+def test_unsafe_or_broken_model_is_refused_with_one_line(
+    trained_runs, recipe, fault, tmp_path, capsys
+):
+    runs, images = trained_runs
+    run = tmp_path / "run"
+    run.mkdir()
+    for path in runs[recipe].glob("*.*"):
+        if path.is_file():
+            (run / path.name).write_bytes(path.read_bytes())
+    model_path = run / "model.keras"
+    if fault == "lambda layer":
+        lambda_model().save(model_path)  # the lambda's code is marshalled into the file
+    else:
+        model_path.write_bytes(model_path.read_bytes()[:300])
+    argv = {"translate": ["translate", "twelve"], "caption": ["caption", str(images[0])]}[recipe]
+    main = {"translate": translate.main, "caption": caption.main}[recipe]
+    assert cli.run_main(main, [argv[0], "--run", str(run), *argv[1:]]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and error.startswith(f"error: {model_path}: ")
+    expected = "refused, it holds Python code" if fault == "lambda layer" else "not a .keras"
+    assert expected in error
+
+
+def test_code_loads_models_in_safe_mode_only():
+    """Every model load goes through `safe_mode=True`; nothing opts out or unpickles."""
+    sources = [*(ROOT / "recipes").rglob("*.py"), *(ROOT / "multiattn").rglob("*.py")]
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        for forbidden in (
+            "safe_mode=False",
+            "enable_unsafe_deserialization",
+            "import pickle",
+            "allow_pickle=True",
+        ):
+            assert forbidden not in text, f"{path}: {forbidden}"
+        for arguments in re.findall(r"keras\.(?:saving|models)\.load_model\(([^)]*)\)", text):
+            assert "safe_mode=True" in arguments, f"{path}: load_model({arguments})"
