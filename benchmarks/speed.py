@@ -169,18 +169,30 @@ def batch_arrays(sizes, task, seed=0):
     return source, target_in, target_out
 
 
+class Timer:
+    """Wall-clock and process CPU seconds of a block (CPU time: every thread's)."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exception):
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
 def measure_training(model, sizes, task):
-    """Seconds per `model.fit` step over a repeated batch, after compiling."""
+    """`(wall, cpu)` seconds per `model.fit` step over a repeated batch, and compile time."""
     import tensorflow as tf
 
     source, target_in, target_out = batch_arrays(sizes, task)
     data = tf.data.Dataset.from_tensors(((source, target_in), target_out)).repeat()
-    started = time.perf_counter()
-    model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # compiles
-    compile_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    model.fit(data, steps_per_epoch=sizes.train_steps, epochs=1, verbose=0)
-    return (time.perf_counter() - started) / sizes.train_steps, compile_seconds
+    with Timer() as compiling:
+        model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
+    with Timer() as timer:
+        model.fit(data, steps_per_epoch=sizes.train_steps, epochs=1, verbose=0)
+    steps = sizes.train_steps
+    return timer.wall / steps, timer.cpu / steps, compiling.wall
 
 
 def measure_decoding(model, sizes, task, method):
@@ -196,9 +208,9 @@ def measure_decoding(model, sizes, task, method):
     if method == "beam":
         options["beam_size"] = sizes.beam_size
     model.generate(source[: sizes.batch], method=method, **options)  # compiles
-    started = time.perf_counter()
-    model.generate(source, method=method, **options)
-    return (time.perf_counter() - started) / len(source), steps
+    with Timer() as timer:
+        model.generate(source, method=method, **options)
+    return timer.wall / len(source), timer.cpu / len(source), steps
 
 
 def run_variant(sizes, variant, tasks, attentions, paths, log):
@@ -214,7 +226,7 @@ def run_variant(sizes, variant, tasks, attentions, paths, log):
                 keras.utils.set_random_seed(0)
                 reset_peak_memory()
                 model = build_model(sizes, task, attention, path, jit_compile)
-                seconds, compile_seconds = measure_training(model, sizes, task)
+                seconds, cpu_seconds, compile_seconds = measure_training(model, sizes, task)
                 shape = model_shape(sizes, task, attention, path)
                 target_len = sizes.target_len if task == "translate" else sizes.caption_len
                 work = flops.training_step(shape, sizes.batch, _source_len(sizes, task), target_len)
@@ -224,6 +236,7 @@ def run_variant(sizes, variant, tasks, attentions, paths, log):
                     "path": path,
                     "attention": attention,
                     "train_ms_per_step": round(seconds * 1000, 1),
+                    "train_cpu_ms_per_step": round(cpu_seconds * 1000, 1),
                     "compile_seconds": round(compile_seconds, 1),
                     "target_tokens_per_second": round(sizes.batch * target_len / seconds),
                     "images_per_second": (
@@ -236,12 +249,13 @@ def run_variant(sizes, variant, tasks, attentions, paths, log):
                 # per attention type, on the step-path model.
                 if path == paths[0]:
                     for method in ("greedy", "beam"):
-                        per_sentence, steps = measure_decoding(model, sizes, task, method)
+                        per_sentence, cpu, steps = measure_decoding(model, sizes, task, method)
                         beam = sizes.beam_size if method == "beam" else 1
                         work = flops.generation(
                             shape, 1, _source_len(sizes, task), steps, beam_size=beam
                         )
                         row[f"{method}_sentences_per_second"] = round(1 / per_sentence, 1)
+                        row[f"{method}_cpu_ms_per_sentence"] = round(cpu * 1000, 2)
                         row[f"{method}_gflop_per_second"] = round(work / per_sentence / 1e9, 1)
                 row["peak_memory_mib"] = peak_memory_mib()
                 log(row)
@@ -274,28 +288,36 @@ def markdown(report):
         + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items())
         + ".",
         "",
-        "| variant | task | path | attention | train ms/step | tokens/s | images/s "
-        "| train GFLOP/s (% of peak) | greedy sent/s | beam sent/s | peak MiB |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | task | path | attention | train ms/step | train CPU ms/step | tokens/s "
+        "| images/s | train GFLOP/s (% of peak) | greedy sent/s (CPU ms/sent) "
+        "| beam sent/s (CPU ms/sent) | peak MiB |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["rows"]:
         precision = row["variant"].partition("+")[0]
         peak = peaks["bfloat16" if precision != "float32" else "float32"]
         share = 100 * row["train_gflop_per_second"] / peak
+        decoding = [
+            f"{row[f'{method}_sentences_per_second']} ({row[f'{method}_cpu_ms_per_sentence']})"
+            if f"{method}_sentences_per_second" in row
+            else ""
+            for method in ("greedy", "beam")
+        ]
         lines.append(
             f"| {row['variant']} | {row['task']} | {row['path']} | {row['attention']} "
-            f"| {row['train_ms_per_step']} | {row['target_tokens_per_second']} "
-            f"| {row['images_per_second'] or ''} "
+            f"| {row['train_ms_per_step']} | {row['train_cpu_ms_per_step']} "
+            f"| {row['target_tokens_per_second']} | {row['images_per_second'] or ''} "
             f"| {row['train_gflop_per_second']} ({share:.0f}%) "
-            f"| {row.get('greedy_sentences_per_second', '')} "
-            f"| {row.get('beam_sentences_per_second', '')} | {row['peak_memory_mib']} |"
+            f"| {decoding[0]} | {decoding[1]} | {row['peak_memory_mib']} |"
         )
     lines += [
         "",
         "GFLOP/s count matrix products only (`benchmarks/flops.py`); a training step is "
         "three forward passes. The share is of the float32 peak for float32 runs, of the "
         "bfloat16 peak otherwise. Peak MiB is the process' peak resident memory during "
-        "that row (the runtime itself included).",
+        "that row (the runtime itself included). CPU ms is the process' CPU time (all "
+        "threads): on a machine that throttles sustained load, as this one does after "
+        "a burst on both cores, it compares versions where wall-clock time cannot.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -80,7 +80,7 @@ def test_speed_quick_writes_consistent_results(tmp_path):
         assert row["target_tokens_per_second"] == pytest.approx(
             sizes["batch"] * length / seconds, rel=0.05
         )
-        assert row["peak_memory_mib"] > 0
+        assert row["peak_memory_mib"] > 0 and row["train_cpu_ms_per_step"] > 0
         assert ("greedy_sentences_per_second" in row) == (row["path"] == "step")
     markdown = (out / "speed.md").read_text()
     assert markdown.count("\n| float32 |") == len(rows)
