@@ -3,6 +3,7 @@
     python -m benchmarks.speed                      # the stated configuration, float32
     python -m benchmarks.speed --variants float32,bfloat16+jit
     python -m benchmarks.speed --quick              # tiny sizes, a few steps (what the tests run)
+    python -m benchmarks.speed --threads 1          # repeatable where sustained load is throttled
 
 Everything runs in one process, on one fixed configuration (translation: vocabulary
 8000, embedding 256, 256 units, batch 64, source and target length 20; captioning: a
@@ -111,6 +112,21 @@ def matmul_peak(size, precision, repeats=10):
         product(a, b).numpy()
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best / 1e9
+
+
+def set_threads(threads):
+    """Limits TensorFlow to `threads` CPU threads; returns the count in effect."""
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError as error:  # the runtime already started in this process
+            message = "--threads: must be set before TensorFlow starts; run in a new process"
+            raise SystemExit(message) from error
+    # 0 means TensorFlow's default: one thread per core
+    return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -275,7 +291,8 @@ def markdown(report):
     lines = [
         "# Speed",
         "",
-        f"Machine: {report['machine']}. Command: `{report['command']}`.",
+        f"Machine: {report['machine']}, {report['threads']} thread(s) used. "
+        f"Command: `{report['command']}`.",
         f"Translation: vocabulary {sizes['vocab_size']}, embedding {sizes['embedding_dim']}, "
         f"{sizes['units']} units, batch {sizes['batch']}, source and target length "
         f"{sizes['source_len']}. Captioning: {sizes['grid']}x{sizes['grid']} grid of "
@@ -330,6 +347,12 @@ def parse(argv):
     parser.add_argument("--attentions", default=",".join(ATTENTIONS))
     parser.add_argument("--paths", default=",".join(PATHS))
     parser.add_argument("--train-steps", type=int, help="timed training steps")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads per operation and between operations (default: all cores); "
+        "1 gives repeatable numbers on a machine that throttles sustained load",
+    )
     parser.add_argument("--out", default=os.path.join("runs", "benchmarks", "speed"))
     args = parser.parse_args(argv)
     for name, allowed in (
@@ -348,6 +371,8 @@ def parse(argv):
             if not ok:
                 parser.error(f"--{name}: unknown value {value!r}")
         setattr(args, name, values)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads: must be at least 1")
     return args
 
 
@@ -357,6 +382,7 @@ def main(argv=None):
     if args.train_steps:
         sizes = dataclasses.replace(sizes, train_steps=args.train_steps)
     os.makedirs(args.out, exist_ok=True)
+    threads = set_threads(args.threads)
 
     def log(row):
         print(json.dumps(row), flush=True)
@@ -374,6 +400,7 @@ def main(argv=None):
     report = {
         "command": "python -m benchmarks.speed " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}",
+        "threads": threads,
         "sizes": dataclasses.asdict(sizes),
         "matmul_peak_gflop_per_second": peaks,
         "rows": rows,

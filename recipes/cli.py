@@ -6,6 +6,7 @@ import datetime
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import types
@@ -292,6 +293,7 @@ def recipe_parser(prog, description, config_class, argv):
 def run_training_command(args, config_class, kind, train, evaluate):
     """`train` / `all`: config from flags, a run directory, training, evaluation."""
     config = config_from_args(config_class, args)
+    created = args.out is None or not os.path.exists(args.out)
     run = new_run_directory(kind, args.out)
     stage(f"run directory: {run}")
     try:
@@ -299,10 +301,27 @@ def run_training_command(args, config_class, kind, train, evaluate):
     except KeyboardInterrupt:
         # The backup of the last finished epoch stays; `fit` restores it on the next run.
         raise Interrupted("interrupted: run the same command to resume") from None
+    except (UsageError, ValueError, FileNotFoundError):
+        if created:
+            remove_if_untrained(run)
+        raise
     if args.command == "all":
         evaluate(run)
     print(f"run: {run}")
     return 0
+
+
+TRAINING_OUTPUTS = ("model.keras", "model.partial.keras", "backup", "workers")
+
+
+def remove_if_untrained(run):
+    """Deletes a run directory that bad input stopped before any training was saved.
+
+    What it can hold then (a config, vocabularies, empty logs) is rebuilt by the next
+    run, and an empty run would only be mistaken for a result.
+    """
+    if not any(os.path.exists(os.path.join(run, name)) for name in TRAINING_OUTPUTS):
+        shutil.rmtree(run, ignore_errors=True)
 
 
 def report_skips(corpus, kind="record"):

@@ -137,6 +137,12 @@ def assert_one_error_line(capsys, code, expected):
         assert part in error, (part, error)
 
 
+def assert_no_run_left(argv, tmp_path):
+    """A training stopped by bad input leaves no run directory behind to mistake for one."""
+    if argv[0] == "train":
+        assert not (tmp_path / "run").exists(), sorted((tmp_path / "run").iterdir())
+
+
 def split_counts(out, unit):
     """`{split: count}` from the recipe's "N train, M val, K test pairs" or "N train images"."""
     if unit == "pairs":
@@ -253,6 +259,12 @@ def run_missing(command):
     return case
 
 
+def run_directory_errors(search_command):
+    """The bad `--run` cases for `evaluate` and the recipe's own search command."""
+    makers = (run_without_model, run_is_a_file, run_missing)
+    return [make(command) for make in makers for command in ("evaluate", search_command)]
+
+
 TRANSLATE_ERRORS = [
     empty_tsv,
     blank_lines_tsv,
@@ -264,11 +276,7 @@ TRANSLATE_ERRORS = [
     every_train_pair_too_long,
     missing_data,
     data_of_unknown_kind,
-    *(
-        make(command)
-        for make in (run_without_model, run_is_a_file, run_missing)
-        for command in ("evaluate", "translate")
-    ),
+    *run_directory_errors("translate"),
 ]
 
 
@@ -277,10 +285,11 @@ def case_id(case):
     return case.__qualname__.split(".")[0] + (f"-{closure[0].cell_contents}" if closure else "")
 
 
-@pytest.mark.parametrize("case", TRANSLATE_ERRORS, ids=case_id)
-def test_translate_bad_input_is_one_error_line(case, tmp_path, capsys):
-    argv, expected = case(tmp_path)
+def test_bad_input_keeps_a_run_directory_it_did_not_create(tmp_path, capsys):
+    argv, expected = missing_data(tmp_path)
+    earlier = write_lines(tmp_path / "run" / "notes.txt", ["written before this command"])
     assert_one_error_line(capsys, cli.run_main(translate.main, argv), expected)
+    assert earlier.read_text() == "written before this command\n"
 
 
 # -- translation: counted skips ------------------------------------------------------------
@@ -459,18 +468,19 @@ CAPTION_ERRORS = [
     every_image_missing,
     every_image_unreadable,
     too_few_images_for_validation,
-    *(
-        make(command)
-        for make in (run_without_model, run_is_a_file, run_missing)
-        for command in ("evaluate", "caption")
-    ),
+    *run_directory_errors("caption"),
 ]
 
 
-@pytest.mark.parametrize("case", CAPTION_ERRORS, ids=case_id)
-def test_caption_bad_input_is_one_error_line(case, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "recipe, case",
+    [(translate, case) for case in TRANSLATE_ERRORS] + [(caption, case) for case in CAPTION_ERRORS],
+    ids=lambda value: case_id(value) if callable(value) else value.__name__.split(".")[-1],
+)
+def test_bad_input_is_one_error_line(recipe, case, tmp_path, capsys):
     argv, expected = case(tmp_path)
-    assert_one_error_line(capsys, cli.run_main(caption.main, argv), expected)
+    assert_one_error_line(capsys, cli.run_main(recipe.main, argv), expected)
+    assert_no_run_left(argv, tmp_path)
 
 
 # -- captioning: counted skips -------------------------------------------------------------

@@ -1,6 +1,9 @@
 """The benchmarks run (in --quick mode) and count what they say; speed is never asserted."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from keras import ops
 from benchmarks import flops, length_curve, speed
 from multiattn import AttentionDecoder
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value")
 
 
@@ -65,10 +69,12 @@ def test_decoder_step_flops_count_every_matrix_product(attention, order, rng, mo
 
 
 def test_speed_quick_writes_consistent_results(tmp_path):
+    # A new process: --threads must reach TensorFlow before its runtime starts.
     out = tmp_path / "speed"
-    argv = ["--quick", "--attentions", "bahdanau", "--out", str(out)]
-    assert speed.main(argv) == 0
+    argv = ["--quick", "--attentions", "bahdanau", "--threads", "1", "--out", str(out)]
+    subprocess.run([sys.executable, "-m", "benchmarks.speed", *argv], check=True, cwd=ROOT)
     report = json.loads((out / "speed.json").read_text())
+    assert report["threads"] == 1
     assert set(report["matmul_peak_gflop_per_second"]) == {"float32", "bfloat16"}
     rows = report["rows"]
     # 2 tasks x 2 paths; decoding measured once per attention and task
@@ -86,10 +92,13 @@ def test_speed_quick_writes_consistent_results(tmp_path):
     assert markdown.count("\n| float32 |") == len(rows)
 
 
-def test_speed_rejects_unknown_values(capsys):
+@pytest.mark.parametrize(
+    "argv, flag", [(["--variants", "float64"], "--variants"), (["--threads", "0"], "--threads")]
+)
+def test_speed_rejects_unknown_values(argv, flag, capsys):
     with pytest.raises(SystemExit):
-        speed.parse(["--variants", "float64"])
-    assert "--variants" in capsys.readouterr().err
+        speed.parse(argv)
+    assert flag in capsys.readouterr().err
 
 
 def test_length_curve_quick_plots_every_model(tmp_path):
