@@ -184,7 +184,8 @@ def training_callbacks(run, patience):
     checkpoint's best at infinity (a worse model would replace the better one saved
     before the interruption) and early stopping's patience from zero (every resume would
     grant `patience` more epochs); with it a resumed run keeps the better model and stops
-    where an uninterrupted run would.
+    where an uninterrupted run would. When training ends (not by a NaN) the record says
+    `training_finished`, and a rerun of the command skips to evaluation.
     """
     import keras
 
@@ -222,11 +223,24 @@ def training_callbacks(run, patience):
         if math.isfinite((logs or {}).get("loss", math.nan)):  # a NaN epoch is not completed
             record["epochs_completed"] = epoch + 1
             write_json(metrics_path, record)
+        else:
+            record["stopped_by_nan"] = True
+
+    def finish_record(logs=None):
+        # Written before BackupAndRestore (last) deletes the backup: from then on this
+        # mark is what tells a rerun of the command that training is over, so a kill
+        # during evaluation does not start the training again.
+        finite = math.isfinite((logs or {}).get("loss", 0.0))
+        if record and not record.pop("stopped_by_nan", False) and finite:
+            record["training_finished"] = True
+            write_json(metrics_path, record)
 
     return [
         checkpoint,
         early_stopping,
-        keras.callbacks.LambdaCallback(on_epoch_begin=restore_record, on_epoch_end=save_record),
+        keras.callbacks.LambdaCallback(
+            on_epoch_begin=restore_record, on_epoch_end=save_record, on_train_end=finish_record
+        ),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(os.path.join(run, "logs"), write_graph=False),
         # Last, so the model and the record of an epoch are saved before its backup: a
@@ -297,7 +311,10 @@ def run_training_command(args, config_class, kind, train, evaluate):
     run = new_run_directory(kind, args.out)
     stage(f"run directory: {run}")
     try:
-        train(config, run)
+        if not created and finished_training(run, config):
+            stage("training finished earlier with this configuration; not training again")
+        else:
+            train(config, run)
     except KeyboardInterrupt:
         # The backup of the last finished epoch stays; `fit` restores it on the next run.
         raise Interrupted("interrupted: run the same command to resume") from None
@@ -309,6 +326,19 @@ def run_training_command(args, config_class, kind, train, evaluate):
         evaluate(run)
     print(f"run: {run}")
     return 0
+
+
+def finished_training(run, config):
+    """Whether `run` holds a training that ended, with `config` (as saved in the run).
+
+    Multi-worker runs always train: the other workers cannot see the chief's record
+    and would wait for it forever.
+    """
+    if config.strategy == "multi-worker" or not os.path.isfile(os.path.join(run, "model.keras")):
+        return False
+    if not read_json(os.path.join(run, "metrics.json")).get("training_finished"):
+        return False
+    return load_config(type(config), os.path.join(run, "config.json")) == config
 
 
 TRAINING_OUTPUTS = ("model.keras", "model.partial.keras", "backup", "workers")

@@ -216,12 +216,43 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_model(tmp_path, mo
         f"--learning-rate); the last good checkpoint is {run / 'model.keras'} (epoch 1, "
         f"val_loss {json.loads((run / 'metrics.json').read_text())['best_val_loss']:.4f})"
     )
-    assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 1 and "training_finished" not in metrics
     assert not (run / "model.partial.keras").exists()
     weights = cli.load_model(str(run / "model.keras")).get_weights()
     assert all(np.isfinite(array).all() for array in weights)
     for saved, good in zip(weights, poison.good_weights, strict=True):
         np.testing.assert_array_equal(saved, good)
+
+
+def test_run_stopped_while_evaluating_evaluates_again_without_training(
+    tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    argv = ["--num-train", "100", *TRANSLATE_TINY, "--out", str(run)]  # train, then evaluate
+    evaluate = translate.evaluate
+
+    def interrupted_evaluation(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(translate, "evaluate", interrupted_evaluation)
+    assert cli.run_main(translate.main, argv) == 130
+    assert "==> training:" in capsys.readouterr().out
+    # The backup is gone once fit ends: the record alone says training is over.
+    assert json.loads((run / "metrics.json").read_text())["training_finished"]
+    assert not (run / "backup").exists()
+    model = (run / "model.keras").read_bytes()
+
+    monkeypatch.setattr(translate, "evaluate", evaluate)
+    assert cli.run_main(translate.main, argv) == 0
+    output = capsys.readouterr().out
+    assert "==> training:" not in output and "not training again" in output
+    assert (run / "model.keras").read_bytes() == model
+    assert "bleu" in json.loads((run / "metrics.json").read_text())
+
+    # The same directory with another configuration is a new training.
+    assert cli.run_main(translate.main, [*argv, "--seed", "1"]) == 0
+    assert "==> training:" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
