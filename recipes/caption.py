@@ -240,9 +240,7 @@ def train(config, run):
     from recipes.data.images import WordVocabulary, tokenize_caption
 
     # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
-    strategy = runtime.make_strategy(config.strategy, config.devices)
-    runtime.set_precision(config.mixed_precision)
-    run = runtime.worker_directory(run, strategy)  # only the chief writes the run
+    strategy, run = runtime.start_training(config, run)  # only the chief writes the run
     keras.utils.set_random_seed(config.seed)
     started = time.time()
     data = load_splits(config, ("train", "val"))
@@ -476,11 +474,6 @@ def parse(argv):
     caption_parser.add_argument("--beam-size", type=int)
     caption_parser.add_argument("--attention-png", help="directory for attention pictures")
     caption_parser.add_argument("images", nargs="+", metavar="IMAGE")
-    export_parser = commands.add_parser(
-        "export", help="a TensorFlow SavedModel for TensorFlow Serving"
-    )
-    export_parser.add_argument("--run", required=True)
-    export_parser.add_argument("--out", required=True, help="a new or empty directory")
     return parser.parse_args(argv)
 
 

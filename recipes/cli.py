@@ -223,15 +223,13 @@ def training_callbacks(run, patience):
         if math.isfinite((logs or {}).get("loss", math.nan)):  # a NaN epoch is not completed
             record["epochs_completed"] = epoch + 1
             write_json(metrics_path, record)
-        else:
-            record["stopped_by_nan"] = True
 
     def finish_record(logs=None):
         # Written before BackupAndRestore (last) deletes the backup: from then on this
         # mark is what tells a rerun of the command that training is over, so a kill
-        # during evaluation does not start the training again.
-        finite = math.isfinite((logs or {}).get("loss", 0.0))
-        if record and not record.pop("stopped_by_nan", False) and finite:
+        # during evaluation does not start the training again. `logs` are the last
+        # epoch's: a NaN loss there (TerminateOnNaN stopped it) is no finished training.
+        if record and math.isfinite((logs or {}).get("loss", math.nan)):
             record["training_finished"] = True
             write_json(metrics_path, record)
 
@@ -283,7 +281,7 @@ def fit_verbosity():
 
 
 def recipe_parser(prog, description, config_class, argv):
-    """The commands both recipes share: `train`, `evaluate`, and the default `all`.
+    """The commands both recipes share: `train`, `evaluate`, `export`, the default `all`.
 
     Returns `(parser, commands, argv)`: the recipe adds its own command (`translate`,
     `caption`) to `commands`, then parses `argv` (which starts with `all` when no
@@ -301,6 +299,11 @@ def recipe_parser(prog, description, config_class, argv):
     evaluate_parser.add_argument("--run", required=True)
     evaluate_parser.add_argument("--beam-size", type=int)
     evaluate_parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    export_parser = commands.add_parser(
+        "export", help="a TensorFlow SavedModel for TensorFlow Serving"
+    )
+    export_parser.add_argument("--run", required=True)
+    export_parser.add_argument("--out", required=True, help="a new or empty directory")
     return parser, commands, (["all", *argv] if defaulted else list(argv))
 
 

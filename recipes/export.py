@@ -43,6 +43,7 @@ import unicodedata
 import tensorflow as tf
 
 from recipes import cli
+from recipes.data.text import END_ID, PAD_ID, START_ID, UNKNOWN_ID  # as in data/images.py
 
 # Characters Python's `str.split()` splits on; all are below U+3001.
 WHITESPACE = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
@@ -50,7 +51,6 @@ UNICODE_SIZE = 0x110000
 # `keras_hub`'s WordPiece (`tf_text.FastWordpieceTokenizer`) maps longer words to [UNK].
 MAX_BYTES_PER_WORD = 100
 SUFFIX = "##"
-PAD_ID, START_ID, END_ID, UNKNOWN_ID = 0, 1, 2, 3
 
 
 # -- commands ------------------------------------------------------------------------------

@@ -2,9 +2,7 @@
 
 Both recipes' `train` calls, in this order:
 
-    strategy = runtime.make_strategy(config.strategy, config.devices)  # before any TF op
-    runtime.set_precision(config.mixed_precision)
-    run = runtime.worker_directory(run, strategy)  # multi-worker: only the chief writes `run`
+    strategy, run = runtime.start_training(config, run)  # before any TF op
     ...  # datasets through `shard_by_data` (and `pad_for_xla` with --jit-compile)
     with strategy.scope():
         model = build_model(...)  # compiled with jit_compile=config.jit_compile
@@ -45,6 +43,17 @@ class RuntimeConfig:
     )
     mixed_precision: str = dataclasses.field(default="none", metadata={"choices": PRECISIONS})
     jit_compile: bool = False
+
+
+def start_training(config, run):
+    """What a training does first, before any TensorFlow op: its strategy and precision.
+
+    Returns `(strategy, directory)`: the directory this process writes, `run` on the
+    chief (see `worker_directory`).
+    """
+    strategy = make_strategy(config.strategy, config.devices)
+    set_precision(config.mixed_precision)
+    return strategy, worker_directory(run, strategy)
 
 
 def make_strategy(name, devices=0):
