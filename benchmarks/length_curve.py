@@ -142,9 +142,10 @@ def main(argv=None):
     json_path = os.path.join(args.out, "length_curve.json")
     with open(json_path, "w", encoding="utf-8") as file:
         json.dump(report, file, indent=2)  # in the order the models ran
+    table = markdown(report)
     markdown_path = os.path.join(args.out, "length_curve.md")
     with open(markdown_path, "w", encoding="utf-8") as file:
-        file.write(markdown(report))
+        file.write(table)
     plot_path = plot_lines(
         {
             name: (
@@ -158,7 +159,7 @@ def main(argv=None):
         ylabel="BLEU (test)",
         title="BLEU by source length",
     )
-    print(open(markdown_path, encoding="utf-8").read())
+    print(table)
     print(f"picture: {plot_path}\ntable: {markdown_path}\njson: {json_path}")
     print(f"took {report['minutes']} minutes")
     return 0
