@@ -82,7 +82,12 @@ class Split:
     scenes: list | None = None  # generated scenes, for attention localization
 
 
-def load_splits(config, splits=("train", "val", "test")):
+def load_splits(config, splits=("train", "val", "test"), fallback=None):
+    """`{split: Split}`; a fixed split that is absent is an error, or gives `fallback`.
+
+    `fallback` serves the default evaluation of `all`: a Flickr8k directory with the
+    official train and dev lists and no test list is evaluated on dev, and says so.
+    """
     if config.data is None:
         from recipes.data.scenes import scene_splits
 
@@ -101,14 +106,20 @@ def load_splits(config, splits=("train", "val", "test")):
             )
             for split in splits
         }
-    from recipes.data.images import load_caption_corpus, load_images
+    from recipes.data.images import DataError, load_caption_corpus, load_images
 
     cli.stage(f"loading captions: {config.data}")
     corpus = load_caption_corpus(config.data, seed=config.seed)
     cli.report_skips(corpus, kind="caption record")
     result = {}
     for split in splits:
-        entries = getattr(corpus, split)
+        try:
+            entries = corpus.split(split)
+        except DataError as error:  # a fixed split whose list is absent
+            if fallback is None:
+                raise cli.UsageError(f"--data {config.data}: {error}") from None
+            cli.stage(f"{error}: using the {fallback} split instead")
+            split, entries = fallback, corpus.split(fallback)
         cli.stage(f"loading {len(entries)} {split} images at {config.image_size}px")
         images, kept, skipped = load_images([image for image, _ in entries], config.image_size)
         for path, reason in skipped[:5]:
@@ -349,12 +360,14 @@ def generate_captions(model, images, config, beam_size):
     return {key: value[:, 0] for key, value in result.items()}
 
 
-def evaluate(run, split="test", beam_size=None, pictures=4):
+def evaluate(run, split=None, beam_size=None, pictures=4):
+    """Scores a run on `split`; by default the test split, or val where data has none."""
     from multiattn import metrics
 
     config, model, vocabulary = load_run(run)
     beam_size = config.beam_size if beam_size is None else beam_size
-    data = load_splits(config, (split,))[split]
+    requested = ("test",) if split is None else (split,)
+    [(split, data)] = load_splits(config, requested, "val" if split is None else None).items()
     cli.stage(f"captioning {len(data.images)} {split} images (beam {beam_size})")
     started = time.time()
     result = generate_captions(model, data.images.astype("float32"), config, beam_size)

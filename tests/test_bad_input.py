@@ -462,6 +462,32 @@ def too_few_images_for_validation(tmp_path):
     ]
 
 
+def official_test_list_absent(tmp_path):
+    """The official train and dev lists without the test one: `evaluate --split test`."""
+    captions = write_flickr(tmp_path / "flickr", valid=10)
+    names = sorted(captions)
+    for file_name, listed in (
+        ("Flickr_8k.trainImages.txt", names[2:]),
+        ("Flickr_8k.devImages.txt", names[:2]),
+    ):
+        (tmp_path / "flickr" / file_name).write_text("\n".join(listed) + "\n")
+    args = caption.parse(["train", "--data", str(tmp_path / "flickr"), "--image-size", "32"])
+    config = cli.config_from_args(caption.CaptionConfig, args)
+    return config, [
+        f"--data {tmp_path / 'flickr'}: no test split: Flickr_8k.testImages.txt is not in "
+    ]
+
+
+def test_caption_missing_official_split_is_one_error_line(tmp_path, capsys):
+    config, expected = official_test_list_absent(tmp_path)
+    assert caption.load_splits(config, ("train", "val"))  # the lists that exist are read
+    assert_one_error_line(capsys, cli.run_main(caption.load_splits, config), expected)
+    # `all` evaluates without naming a split: on dev, and it says so
+    splits = caption.load_splits(config, ("test",), fallback="val")
+    assert list(splits) == ["val"] and len(splits["val"].captions) == 2
+    assert "Flickr_8k.testImages.txt is not in" in capsys.readouterr().out
+
+
 CAPTION_ERRORS = [
     caption_missing_data,
     empty_captions_file,

@@ -9,6 +9,7 @@ from PIL import Image, JpegImagePlugin
 
 from recipes.data.images import (
     END_ID,
+    FLICKR8K_SPLIT_FILES,
     PAD_ID,
     SPECIAL_TOKENS,
     START_ID,
@@ -315,16 +316,58 @@ def test_read_flickr8k_split_file_gives_the_test_split(flickr_directory, tmp_pat
     assert corpus.skipped_examples["split file image without captions"] == ["test_images.txt:4"]
 
 
+def write_split_lists(directory, lists):
+    for split, names in lists.items():
+        (directory / FLICKR8K_SPLIT_FILES[split]).write_text("".join(f"{n}\n" for n in names))
+
+
+def test_read_flickr8k_uses_the_official_split_lists(flickr_directory):
+    names = [f"image{index:02d}.jpg" for index in range(NUM_IMAGES)]
+    lists = {"train": names[5:] + ["uncaptioned.jpg"], "val": names[2:4], "test": names[:2]}
+    write_split_lists(flickr_directory, lists)
+    corpus = read_flickr8k(flickr_directory, seed=3, val_fraction=0.5)  # neither is used
+    for split, listed in lists.items():
+        got = [image.rsplit("/", 1)[1] for image, _ in corpus.split(split)]
+        assert got == sorted(name for name in listed if name != "uncaptioned.jpg")
+    assert corpus.skipped["split file image without captions"] == 1
+    assert corpus.skipped_examples["split file image without captions"] == [
+        "Flickr_8k.trainImages.txt:16"
+    ]
+    # image04.jpg is in no list: counted, not lost silently
+    assert corpus.skipped["image in no split file"] == 1
+    assert corpus.skipped_examples["image in no split file"] == ["image04.jpg"]
+    assert corpus.missing_splits == {}
+
+
+def test_read_flickr8k_missing_official_list_is_an_error_when_asked_for(flickr_directory):
+    names = [f"image{index:02d}.jpg" for index in range(NUM_IMAGES)]
+    write_split_lists(flickr_directory, {"train": names[4:], "val": names[:4]})
+    corpus = read_flickr8k(flickr_directory)
+    assert len(corpus.split("train")) == 16 and len(corpus.split("val")) == 4
+    assert corpus.test == [] and "image in no split file" not in corpus.skipped
+    with pytest.raises(DataError, match="no test split: Flickr_8k.testImages.txt is not in"):
+        corpus.split("test")
+
+
+def test_read_flickr8k_image_in_two_lists_is_an_error(flickr_directory):
+    write_split_lists(flickr_directory, {"train": ["image01.jpg"], "val": ["image01.jpg"]})
+    with pytest.raises(DataError, match="image01.jpg is in two split lists"):
+        read_flickr8k(flickr_directory)
+
+
 SHARED_FLICKR8K = Path(__file__).parents[2] / "shared/data/flickr8k"
 
 
 @pytest.mark.skipif(not SHARED_FLICKR8K.is_dir(), reason="no shared Flickr8k copy")
 def test_read_flickr8k_on_the_shared_copy():
+    """The official train and dev lists; the test list is withheld."""
     corpus = read_flickr8k(SHARED_FLICKR8K)
     assert corpus.skipped == {}
-    assert [len(corpus.train), len(corpus.val), len(corpus.test)] == [3200, 400, 400]
-    assert len(_all_records(corpus)) == 20000
-    images, kept_indices, skipped = load_images([image for image, _ in corpus.test[:8]], 32)
+    assert [len(corpus.train), len(corpus.val)] == [5827, 964]
+    assert len(_all_records(corpus)) == 33955
+    with pytest.raises(DataError, match="no test split"):
+        corpus.split("test")
+    images, kept_indices, skipped = load_images([image for image, _ in corpus.val[:8]], 32)
     assert images.shape == (8, 32, 32, 3) and kept_indices == list(range(8)) and skipped == []
 
 

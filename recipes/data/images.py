@@ -33,6 +33,12 @@ SPLITS = ("train", "val", "test")
 MAX_SKIPPED_EXAMPLES = 5
 FLICKR8K_CAPTIONS = "captions.token.txt"
 FLICKR8K_IMAGES = "images"
+# The split lists of the original `Flickr8k_text` download, one image name per line.
+FLICKR8K_SPLIT_FILES = {
+    "train": "Flickr_8k.trainImages.txt",
+    "val": "Flickr_8k.devImages.txt",
+    "test": "Flickr_8k.testImages.txt",
+}
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 # "IMAGE#N<TAB>caption"; the original Flickr8k.token.txt has a few lines with spaces
@@ -253,13 +259,21 @@ class CaptionCorpus(SkipCounter):
     test: list = dataclasses.field(default_factory=list)
     skipped: dict = dataclasses.field(default_factory=dict)
     skipped_examples: dict = dataclasses.field(default_factory=dict)
+    missing_splits: dict = dataclasses.field(default_factory=dict)
 
     locations_per_reason = MAX_SKIPPED_EXAMPLES  # a class attribute, not a field
 
     def split(self, name):
-        """The records of split `name` (`"train"`, `"val"` or `"test"`)."""
+        """The records of split `name` (`"train"`, `"val"` or `"test"`).
+
+        Raises:
+            DataError: The corpus has fixed splits and not this one (its reason is in
+                `missing_splits`), so an empty list would hide a missing file.
+        """
         if name not in SPLITS:
             raise ValueError(f"Unknown split {name!r}; expected one of {SPLITS}")
+        if name in self.missing_splits:
+            raise DataError(f"no {name} split: {self.missing_splits[name]}")
         return getattr(self, name)
 
     def summary(self):
@@ -322,7 +336,8 @@ def _read_lines(path):
                 yield number, None
 
 
-def _read_test_images(split_file):
+def _read_split_file(split_file):
+    """`{image name: line number}` of a split list (one name per line, blanks ignored)."""
     if not os.path.isfile(split_file):
         raise DataError(f"Split file not found: {split_file}")
     names = {}
@@ -350,23 +365,39 @@ def read_flickr8k(
     `"missing image"` (no such file in `images/`).
 
     The split is by image, so all captions of an image are in one split:
-    - without `split_file`, a seeded permutation of the images: `test_fraction` of
-      them are the test split, `val_fraction` the validation split, the rest train;
+    - when the directory holds any of the official split lists
+      (`Flickr_8k.trainImages.txt`, `Flickr_8k.devImages.txt`,
+      `Flickr_8k.testImages.txt`, as in the original `Flickr8k_text` download), they
+      are the train, val and test splits; a list that is absent makes its split
+      missing (`CaptionCorpus.split` raises `DataError` for it, and
+      `missing_splits` says why), captioned images in no list are counted as
+      `"image in no split file"`, and `seed`, the fractions and `split_file` are not
+      used;
+    - otherwise, without `split_file`, a seeded permutation of the images:
+      `test_fraction` of them are the test split, `val_fraction` the validation
+      split, the rest train;
     - with `split_file`, a text file with one image name per line (like Flickr8k's
       `Flickr_8k.testImages.txt`), those images are the test split, `val_fraction` of
       all images are drawn from the others for validation, and `test_fraction` is not
-      used. Names in the split file with no valid caption are counted as
-      `"split file image without captions"`.
+      used.
+    Names in a split list with no valid caption are counted as
+    `"split file image without captions"`.
 
     Returns:
         A `CaptionCorpus` whose images are file paths.
 
     Raises:
         DataError: The directory, caption file, image directory or split file is missing,
-            or no caption line is usable.
+            no caption line is usable, or an image is in two official split lists.
     """
-    _check_fractions(val_fraction, 0.0 if split_file else test_fraction)
     directory = Path(directory)
+    official = {
+        split: directory / name
+        for split, name in FLICKR8K_SPLIT_FILES.items()
+        if (directory / name).is_file()
+    }
+    if not official:
+        _check_fractions(val_fraction, 0.0 if split_file else test_fraction)
     captions_path, images_path = directory / captions_file, directory / image_directory
     for path in (directory, captions_path, images_path):
         if not path.exists():
@@ -397,16 +428,42 @@ def read_flickr8k(
         # Every line that is not blank gives a record or a skip.
         reason = corpus.skipped_summary() if corpus.skipped else "the file has no caption lines"
         raise DataError(f"{captions_path}: no usable captions ({reason})")
+    if official:
+        return _split_by_lists(records, corpus, official, directory)
     test_images = None
     if split_file is not None:
-        listed = _read_test_images(split_file)
+        listed = _read_split_file(split_file)
         test_images = set(listed)
-        for name, number in listed.items():
-            if name not in records:
-                corpus.skip(
-                    "split file image without captions", f"{Path(split_file).name}:{number}"
-                )
+        _count_uncaptioned(listed, records, corpus, split_file)
     return _split_by_image(records, corpus, seed, val_fraction, test_fraction, test_images)
+
+
+def _count_uncaptioned(listed, records, corpus, split_file):
+    for name, number in listed.items():
+        if name not in records:
+            corpus.skip("split file image without captions", f"{Path(split_file).name}:{number}")
+
+
+def _split_by_lists(records, corpus, split_files, directory):
+    """Fills `corpus` from `{split: list file}`; each split sorted by image name."""
+    owner = {}
+    for split, path in split_files.items():
+        listed = _read_split_file(path)
+        _count_uncaptioned(listed, records, corpus, path)
+        for name in listed:
+            if name in owner:
+                raise DataError(
+                    f"{name} is in two split lists: {split_files[owner[name]].name} and {path.name}"
+                )
+            owner[name] = split
+        setattr(corpus, split, [records[name] for name in sorted(listed) if name in records])
+    for split in SPLITS:
+        if split not in split_files:
+            corpus.missing_splits[split] = f"{FLICKR8K_SPLIT_FILES[split]} is not in {directory}"
+    for name in sorted(records):
+        if name not in owner:
+            corpus.skip("image in no split file", name)
+    return corpus
 
 
 def read_coco(captions_json, image_dir, seed=0, val_fraction=0.1, test_fraction=0.1):
