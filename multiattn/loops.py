@@ -24,7 +24,8 @@ def scan(step, carry, sequence):
     Args:
         step: `(carry, x) -> (carry, outputs)`, with `outputs` a tuple of tensors.
         carry: A tensor or a (nested) tuple of tensors.
-        sequence: A tensor `(steps, ...)`; `x` is one `(...)` slice of it.
+        sequence: A tensor `(steps, ...)`, or a tuple of them with the same number of
+            steps; `x` is one `(...)` slice of it (a tuple of slices).
 
     Returns:
         `(carry, outputs)`: the last carry and the tuple of stacked outputs, each
@@ -41,8 +42,12 @@ def scan(step, carry, sequence):
     """
     if keras.backend.backend() != "tensorflow":
         return ops.scan(step, carry, sequence)
-    steps = ops.shape(sequence)[0]
-    carry, first = step(carry, sequence[0])
+    steps = ops.shape(keras.tree.flatten(sequence)[0])[0]
+
+    def at(index):
+        return keras.tree.map_structure(lambda tensor: tensor[index], sequence)
+
+    carry, first = step(carry, at(0))
     first = tuple(first)
     buffers = tuple(
         ops.scatter_update(
@@ -57,7 +62,7 @@ def scan(step, carry, sequence):
         return index < steps
 
     def body(index, carry, buffers):
-        carry, outputs = step(carry, sequence[index])
+        carry, outputs = step(carry, at(index))
         position = ops.reshape(index, (1, 1))
         buffers = tuple(
             ops.scatter_update(buffer, position, ops.expand_dims(output, 0))

@@ -93,6 +93,28 @@ def coverage_loss(alignment, target_mask=None):
     return ops.sum(per_step * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
+def score_function_surrogate(reward, sample_log_prob, baseline=0.0):
+    """A scalar whose gradient is the REINFORCE estimate `mean_b[(r_b - b) d log p(s_b)]`.
+
+    Maximising it (subtracting it from a loss) moves the distribution the samples
+    `s_b` were drawn from towards those with a high reward `r_b`. The reward is held
+    constant (`stop_gradient`); the baseline `b` lowers the variance of the estimate
+    and, since it does not depend on the sample, leaves it unbiased.
+
+    Args:
+        reward: `(batch,)` rewards, e.g. the log-likelihood `log p(y|s)` of each sequence.
+        sample_log_prob: `(batch,)` `log p(s)` of the samples, differentiable.
+        baseline: A scalar.
+
+    Reference:
+        Williams 1992, "Simple statistical gradient-following algorithms for
+        connectionist reinforcement learning"; Xu et al. 2015, "Show, Attend and
+        Tell" (arXiv:1502.03044), eq. 10-12.
+    """
+    advantage = ops.stop_gradient(ops.cast(reward, "float32") - baseline)
+    return ops.mean(advantage * ops.cast(sample_log_prob, "float32"))
+
+
 @keras.saving.register_keras_serializable(package="multiattn")
 class MaskedCrossEntropy(keras.losses.Loss):
     """The token cross-entropy as a Keras loss, for `model.compile(loss=...)`.

@@ -2,7 +2,13 @@ import keras
 from keras import ops
 
 from multiattn import search
-from multiattn.losses import MaskedCrossEntropy, coverage_loss, doubly_stochastic_penalty
+from multiattn.losses import (
+    MaskedCrossEntropy,
+    coverage_loss,
+    doubly_stochastic_penalty,
+    score_function_surrogate,
+    token_cross_entropy,
+)
 
 METHODS = ("greedy", "beam", "sample")
 
@@ -36,6 +42,16 @@ class Seq2Seq(keras.Model):
             balance.
         coverage_loss_weight: Weight of the coverage loss (See et al. 2017); 0
             switches it off.
+        reinforce_weight: With hard attention (a decoder attention layer built with
+            `hard=True`), the weight `lambda_r` of the REINFORCE term of Show, Attend
+            and Tell's variational lower bound: its gradient is
+            `lambda_r (log p(y|s) - b) d log p(s)`, with the reward `log p(y|s)` (the
+            sequence's log-likelihood under the sampled locations `s`) held
+            constant and `b` a moving average of it (`b <- 0.9 b + 0.1 mean`, the
+            non-trainable weight `reward_baseline`). Like the penalty above it is
+            divided by the mean target length.
+        entropy_weight: With hard attention, the weight `lambda_e` of the entropy
+            bonus `sum_t H(alpha_t)` (also divided by the mean target length).
         **kwargs: Standard model arguments.
 
     Call arguments:
@@ -71,6 +87,8 @@ class Seq2Seq(keras.Model):
         label_smoothing=0.0,
         attention_penalty=0.0,
         coverage_loss_weight=0.0,
+        reinforce_weight=1.0,
+        entropy_weight=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -84,12 +102,21 @@ class Seq2Seq(keras.Model):
         self.label_smoothing = label_smoothing
         self.attention_penalty = attention_penalty
         self.coverage_loss_weight = coverage_loss_weight
+        self.reinforce_weight = reinforce_weight
+        self.entropy_weight = entropy_weight
+        self.reward_baseline = None  # a weight of models with hard attention, see `build`
         self.cross_entropy = MaskedCrossEntropy(label_smoothing=label_smoothing)
         self.token_accuracy = keras.metrics.Mean(name="accuracy")
         # Created here, outside any compiled function; `generate` re-seeds it.
         self.sampling_seed_generator = keras.random.SeedGenerator(0)
         self._generation_settings = None
         self._compiled_generation_settings = None
+
+    @property
+    def hard_attention(self):
+        """Whether the decoder's attention samples locations in training."""
+        attention = getattr(self.decoder, "attention", None)
+        return attention is not None and attention.hard
 
     # -- forward ---------------------------------------------------------------
     def encode(self, source, training=None):
@@ -106,18 +133,26 @@ class Seq2Seq(keras.Model):
         return memory, memory_mask, encoder_state
 
     def call(self, inputs, training=None):
+        """`(logits, alignment)`; in training with hard attention also the sampling record.
+
+        That record is `(sample_log_probs, entropy, sampled)` (see
+        `multiattn.decoders.attention_decoder.sampling_record`), which
+        `compute_loss` turns into the REINFORCE term.
+        """
         source, target_in = inputs
         memory, memory_mask, encoder_state = self.encode(source, training=training)
+        sampling = bool(training) and self.hard_attention
         outputs = self.decoder(
             target_in,
             memory,
             memory_mask=memory_mask,
             encoder_state=encoder_state,
             training=training,
+            **({"return_sampling": True} if sampling else {}),
         )
         if not isinstance(outputs, (tuple, list)):  # no attention
             return outputs
-        logits, alignment = outputs
+        logits, alignment = outputs[:2]
         target_mask = ops.not_equal(target_in, 0)
         if self.attention_penalty:
             # The paper adds the penalty to the cross-entropy summed over the caption;
@@ -127,7 +162,7 @@ class Seq2Seq(keras.Model):
             self.add_loss(self.attention_penalty * penalty / ops.maximum(tokens_per_sequence, 1.0))
         if self.coverage_loss_weight:
             self.add_loss(self.coverage_loss_weight * coverage_loss(alignment, target_mask))
-        return logits, alignment
+        return tuple(outputs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits = y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
@@ -136,7 +171,39 @@ class Seq2Seq(keras.Model):
         loss = self.cross_entropy(y, logits)
         for extra in self.losses:
             loss = loss + ops.cast(self._aggregate_additional_loss(extra), loss.dtype)
+        if isinstance(y_pred, (tuple, list)) and len(y_pred) == 5:  # hard attention, training
+            loss = loss - self._hard_attention_objective(y, *y_pred)
         return loss
+
+    def _hard_attention_objective(self, y, logits, alignment, log_probs, entropy, sampled):
+        """The terms of the lower bound that train where hard attention looks.
+
+        Returns the scalar to subtract from the loss, whose gradient is that of
+        `(lambda_r * mean_b[(log p(y_b|s_b) - b) log p(s_b)] + lambda_e * mean_b sum_t
+        H_bt) / mean length` and whose value is zero, and moves the baseline `b`
+        towards this batch's mean reward of the sampled sequences.
+        """
+        mask = ops.cast(ops.not_equal(y, 0), "float32")  # (batch, T)
+        log_likelihood = -ops.sum(token_cross_entropy(y, logits) * mask, axis=1)  # (batch,)
+        sample_log_prob = ops.sum(log_probs * mask, axis=1)  # log p(s) of each sequence
+        baseline = ops.cast(self.reward_baseline, "float32")
+        objective = self.reinforce_weight * score_function_surrogate(
+            log_likelihood, sample_log_prob, baseline
+        )
+        if self.entropy_weight:
+            objective = objective + self.entropy_weight * ops.mean(ops.sum(entropy * mask, 1))
+        count = ops.sum(sampled)
+        batch_reward = ops.sum(ops.stop_gradient(log_likelihood) * sampled) / ops.maximum(
+            count, 1.0
+        )
+        self.reward_baseline.assign(
+            ops.where(count > 0, 0.9 * baseline + 0.1 * batch_reward, baseline)
+        )
+        tokens_per_sequence = ops.maximum(ops.mean(ops.sum(mask, axis=1)), 1.0)
+        objective = objective / tokens_per_sequence
+        # Only its gradient is wanted: valued zero, the reported loss stays the
+        # cross-entropy (plus penalties), comparable with `val_loss`.
+        return objective - ops.stop_gradient(objective)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logits = y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
@@ -270,6 +337,14 @@ class Seq2Seq(keras.Model):
             memory_shape = memory_shape[0]
         if not self.decoder.built:
             self.decoder.build(target_shape, memory_shape)
+        if self.hard_attention and self.reward_baseline is None:
+            self.reward_baseline = self.add_weight(
+                name="reward_baseline",
+                shape=(),
+                initializer="zeros",
+                trainable=False,
+                aggregation="mean",
+            )
         self.built = True
 
     def get_config(self):
@@ -284,6 +359,8 @@ class Seq2Seq(keras.Model):
                 "label_smoothing": self.label_smoothing,
                 "attention_penalty": self.attention_penalty,
                 "coverage_loss_weight": self.coverage_loss_weight,
+                "reinforce_weight": self.reinforce_weight,
+                "entropy_weight": self.entropy_weight,
             }
         )
         return config

@@ -26,7 +26,7 @@ BACKBONES = ("small_cnn", "mobilenet", "mobilenet_v2", "efficientnet_b0", "resne
 
 
 @dataclasses.dataclass(frozen=True)
-class CaptionConfig(runtime.RuntimeConfig):
+class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
     """Settings of a captioning run; every field is a `--field-name` flag."""
 
     data: str | None = dataclasses.field(
@@ -65,6 +65,9 @@ class CaptionConfig(runtime.RuntimeConfig):
     patience: int = 3
     seed: int = 0
     beam_size: int = 3
+    length_penalty: float = dataclasses.field(
+        default=0.0, metadata={"help": "beam search's GNMT alpha (0: none)"}
+    )
     min_count: int = dataclasses.field(default=1, metadata={"help": "rarer words become [UNK]"})
     max_caption_length: int = 24
     num_train: int = dataclasses.field(default=3000, metadata={"help": "generated scenes"})
@@ -201,11 +204,12 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
 
     from multiattn import AttentionDecoder, Seq2Seq
 
+    attention, hard_attention_weights = cli.attention_settings(config, config.units)
     decoder = AttentionDecoder(
         vocabulary_size,
         config.embedding_dim,
         config.units,
-        attention=config.attention,
+        attention=attention,
         attention_order=config.attention_order,
         dropout=config.dropout,
         use_gate=config.use_gate,
@@ -217,6 +221,7 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
         start_id=1,
         end_id=2,
         attention_penalty=config.attention_penalty,
+        **hard_attention_weights,
     )
     if compile_model:
         # Under mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer here.
@@ -345,7 +350,7 @@ def load_run(run):
     return config, model, vocabulary
 
 
-def generate_captions(model, images, config, beam_size):
+def generate_captions(model, images, config, beam_size, length_penalty=None):
     if beam_size <= 1:
         return model.generate(
             images, method="greedy", max_length=config.max_caption_length + 1, batch_size=32
@@ -356,21 +361,25 @@ def generate_captions(model, images, config, beam_size):
         beam_size=beam_size,
         max_length=config.max_caption_length + 1,
         batch_size=32,
+        length_penalty=config.length_penalty if length_penalty is None else length_penalty,
     )
     return {key: value[:, 0] for key, value in result.items()}
 
 
-def evaluate(run, split=None, beam_size=None, pictures=4):
+def evaluate(run, split=None, beam_size=None, pictures=4, length_penalty=None):
     """Scores a run on `split`; by default the test split, or val where data has none."""
     from multiattn import metrics
 
     config, model, vocabulary = load_run(run)
     beam_size = config.beam_size if beam_size is None else beam_size
+    length_penalty = config.length_penalty if length_penalty is None else length_penalty
     requested = ("test",) if split is None else (split,)
     [(split, data)] = load_splits(config, requested, "val" if split is None else None).items()
     cli.stage(f"captioning {len(data.images)} {split} images (beam {beam_size})")
     started = time.time()
-    result = generate_captions(model, data.images.astype("float32"), config, beam_size)
+    result = generate_captions(
+        model, data.images.astype("float32"), config, beam_size, length_penalty
+    )
     hypotheses = decode_captions(vocabulary, result["tokens"])
     seconds = time.time() - started
     references = data.captions
@@ -385,6 +394,7 @@ def evaluate(run, split=None, beam_size=None, pictures=4):
         {
             "split": split,
             "beam_size": beam_size,
+            "length_penalty": length_penalty,
             "cider": metrics.cider(hypotheses, references),
             "images": len(hypotheses),
             "decode_seconds": round(seconds, 1),
@@ -497,7 +507,7 @@ def main(argv=None):
             args, CaptionConfig, "caption", train, runtime.on_chief_only(evaluate)
         )
     if args.command == "evaluate":
-        evaluate(args.run, args.split, args.beam_size)
+        evaluate(args.run, args.split, args.beam_size, length_penalty=args.length_penalty)
         return 0
     if args.command == "export":
         from recipes import export

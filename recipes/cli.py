@@ -14,6 +14,37 @@ import typing
 import zipfile
 
 
+@dataclasses.dataclass(frozen=True)
+class HardAttentionConfig:
+    """Show, Attend and Tell's hard attention: the flags both recipes share."""
+
+    hard_attention: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "attend to one sampled position in training (REINFORCE)"},
+    )
+    reinforce_weight: float = dataclasses.field(
+        default=1.0, metadata={"help": "hard attention: weight of the REINFORCE term"}
+    )
+    entropy_weight: float = dataclasses.field(
+        default=0.0, metadata={"help": "hard attention: weight of the entropy bonus"}
+    )
+
+
+def attention_settings(config, units):
+    """`(attention, seq2seq_kwargs)`: the decoder's attention and `Seq2Seq`'s hard-attention terms.
+
+    `attention` is the name of `config.attention`, or a hard attention layer of that
+    kind with `--hard-attention`.
+    """
+    if not config.hard_attention:
+        return config.attention, {}
+    from multiattn import attention
+
+    layer = attention.get(config.attention, units=units, hard=True, seed=config.seed)
+    weights = {"reinforce_weight": config.reinforce_weight, "entropy_weight": config.entropy_weight}
+    return layer, weights
+
+
 class UsageError(Exception):
     """A problem the user can fix (bad flag, missing file): printed as one line, exit 2."""
 
@@ -298,6 +329,9 @@ def recipe_parser(prog, description, config_class, argv):
     evaluate_parser = commands.add_parser("evaluate", help="scores and pictures of a run")
     evaluate_parser.add_argument("--run", required=True)
     evaluate_parser.add_argument("--beam-size", type=int)
+    evaluate_parser.add_argument(
+        "--length-penalty", type=float, help="beam search's GNMT alpha (default: the run's)"
+    )
     evaluate_parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     export_parser = commands.add_parser(
         "export", help="a TensorFlow SavedModel for TensorFlow Serving"

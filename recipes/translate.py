@@ -24,7 +24,7 @@ ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-val
 
 
 @dataclasses.dataclass(frozen=True)
-class TranslateConfig(runtime.RuntimeConfig):
+class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
     """Settings of a translation run; every field is a `--field-name` flag."""
 
     data: str | None = dataclasses.field(
@@ -137,7 +137,10 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
         dropout=config.dropout,
         seed=config.seed,
     )
+    hard_attention_weights = {}
     if config.attention == "none":
+        if config.hard_attention:
+            raise cli.UsageError("--hard-attention needs an --attention other than none")
         decoder = PlainDecoder(
             target_vocabulary_size,
             config.embedding_dim,
@@ -147,11 +150,12 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
             seed=config.seed,
         )
     else:
+        attention, hard_attention_weights = cli.attention_settings(config, config.units)
         decoder = AttentionDecoder(
             target_vocabulary_size,
             config.embedding_dim,
             config.units,
-            attention=config.attention,
+            attention=attention,
             attention_order=config.attention_order,
             input_feeding=config.input_feeding,
             num_layers=config.layers,
@@ -165,6 +169,7 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
         end_id=2,
         reverse_source=config.reverse_source,
         label_smoothing=config.label_smoothing,
+        **hard_attention_weights,
     )
     # Under mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer here.
     model.compile(
@@ -279,12 +284,13 @@ def output_length(source_ids):
     return int(max((len(ids) for ids in source_ids), default=1) * 2 + 10)
 
 
-def evaluate(run, split="test", beam_size=None, examples=4):
+def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None):
     from multiattn import metrics
     from multiattn.plotting import plot_lines
 
     config, model, source_vocabulary, target_vocabulary = load_run(run)
     beam_size = config.beam_size if beam_size is None else beam_size
+    length_penalty = config.length_penalty if length_penalty is None else length_penalty
     corpus = load_data(config)
     pairs = getattr(corpus, split)
     if not pairs:
@@ -298,7 +304,7 @@ def evaluate(run, split="test", beam_size=None, examples=4):
     for name, size in (("greedy", 1), ("beam", beam_size)):
         cli.stage(f"decoding {len(pairs)} {split} sentences, {name} search (beam {size})")
         started = time.time()
-        result = translate_ids(model, source_ids, size, max_length, config.length_penalty)
+        result = translate_ids(model, source_ids, size, max_length, length_penalty)
         hypotheses = target_vocabulary.decode(result["tokens"].tolist())
         scores[name] = (result, hypotheses, time.time() - started)
     result, hypotheses, seconds = scores["beam"]
@@ -453,7 +459,7 @@ def main(argv=None):
             args, TranslateConfig, "translate", train, runtime.on_chief_only(evaluate)
         )
     if args.command == "evaluate":
-        evaluate(args.run, args.split, args.beam_size)
+        evaluate(args.run, args.split, args.beam_size, length_penalty=args.length_penalty)
         return 0
     if args.command == "export":
         from recipes import export

@@ -116,3 +116,17 @@ def test_frozen_pretrained_backbone_caches_features(tmp_path, capsys):
     # The saved model takes images: it reloads and captions without the cache.
     assert caption.main(["evaluate", "--run", str(run)]) == 0
     assert "BLEU-4" in capsys.readouterr().out
+
+
+def test_hard_attention_flags_train_a_hard_model(tmp_path):
+    import keras
+
+    run = tmp_path / "run"
+    flags = ["--hard-attention", "--reinforce-weight", "0.5", "--entropy-weight", "0.02"]
+    assert caption.main(["train", *SCENES, *TINY, *flags, "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["hard_attention"] and config["entropy_weight"] == 0.02
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    assert model.decoder.attention.hard
+    assert (model.reinforce_weight, model.entropy_weight) == (0.5, 0.02)
+    assert caption.main(["evaluate", "--run", str(run), "--beam-size", "1"]) == 0

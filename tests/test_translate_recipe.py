@@ -156,3 +156,14 @@ def test_translate_reports_truncated_inputs(trained_run, capsys):
     captured = capsys.readouterr()
     assert "truncated 1 input(s)" in captured.err
     assert len(captured.out.rstrip("\n").split("\n")) == 2
+
+
+def test_hard_attention_flags_train_a_hard_model(tmp_path):
+    import keras
+
+    run = tmp_path / "run"
+    argv = ["train", "--num-train", "100", *TINY, "--hard-attention", "--out", str(run)]
+    assert translate.main([*argv, "--entropy-weight", "0.01"]) == 0
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    assert model.decoder.attention.hard and model.entropy_weight == 0.01
+    assert float(model.reward_baseline) < 0  # the baseline followed the rewards

@@ -23,7 +23,9 @@ class BahdanauAttention(BaseAttention):
         kernel_initializer: Initializer of the projection matrices and `v`.
         bias_initializer: Initializer of `b`.
         dropout: Fraction of attention weights dropped during training.
-        seed: Seed of the dropout.
+        seed: Seed of the dropout and of hard attention's sampling.
+        hard, hard_inference, expectation_rate: Hard (stochastic) attention, see
+            `BaseAttention`.
         **kwargs: Standard layer arguments.
 
     Call arguments and returns: see `BaseAttention`.

@@ -25,7 +25,9 @@ class LuongAttention(BaseAttention):
             to 1), like the `scale` option of TensorFlow Addons' `LuongAttention`.
         kernel_initializer: Initializer of `W` (and `v`).
         dropout: Fraction of attention weights dropped during training.
-        seed: Seed of the dropout.
+        seed: Seed of the dropout and of hard attention's sampling.
+        hard, hard_inference, expectation_rate: Hard (stochastic) attention, see
+            `BaseAttention`.
         **kwargs: Standard layer arguments.
 
     Call arguments and returns: see `BaseAttention`.

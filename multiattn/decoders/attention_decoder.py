@@ -275,22 +275,28 @@ class AttentionDecoder(keras.layers.Layer):
         """
         keys, values = memory
         embedded = self.embedding(token_ids)  # (batch, embedding_dim)
-        features, weights, state = self._advance(embedded, state, keys, values, memory_mask)
+        features, weights, _, state = self._advance(embedded, state, keys, values, memory_mask)
         return self.output_dense(features), state, weights
 
-    def _advance(self, embedded, state, keys, values, memory_mask, layer_masks=None):
-        """The recurrence: returns `(features, weights, new_state)` for one step."""
+    def _advance(self, embedded, state, keys, values, memory_mask, layer_masks=None, sampling=None):
+        """The recurrence for one step: `(features, weights, probabilities, new_state)`.
+
+        `weights` are the attention the context was computed with, `probabilities`
+        the softmax it was drawn from (they differ under hard attention).
+        """
         lstm_states = state[: 2 * self.num_layers]
         rest = list(state[2 * self.num_layers :])
         previous_features = rest.pop(0) if self.uses_input_feeding else None
         coverage = rest.pop(0) if self.use_coverage else None
 
-        weights = None
+        weights = probabilities = None
         if self.attention is None:
             top, lstm_states = self._run_cells(embedded, lstm_states, layer_masks)
             features = top
         elif self.attention_order == "bahdanau":
-            context, weights = self._attend(lstm_states[-2], keys, values, memory_mask, coverage)
+            context, weights, probabilities = self._attend(
+                lstm_states[-2], keys, values, memory_mask, coverage, sampling
+            )
             inputs = ops.concatenate([embedded, context], axis=-1)
             top, lstm_states = self._run_cells(inputs, lstm_states, layer_masks)
             features = self.attentional_dense(ops.concatenate([top, context, embedded], axis=-1))
@@ -299,7 +305,9 @@ class AttentionDecoder(keras.layers.Layer):
             if previous_features is not None:
                 inputs = ops.concatenate([embedded, previous_features], axis=-1)
             top, lstm_states = self._run_cells(inputs, lstm_states, layer_masks)
-            context, weights = self._attend(top, keys, values, memory_mask, coverage)
+            context, weights, probabilities = self._attend(
+                top, keys, values, memory_mask, coverage, sampling
+            )
             features = self.attentional_dense(ops.concatenate([context, top], axis=-1))
 
         new_state = list(lstm_states)
@@ -307,7 +315,7 @@ class AttentionDecoder(keras.layers.Layer):
             new_state.append(features)
         if coverage is not None:
             new_state.append(coverage + ops.cast(weights, coverage.dtype))
-        return features, weights, tuple(new_state)
+        return features, weights, probabilities, tuple(new_state)
 
     def _run_cells(self, inputs, lstm_states, layer_masks):
         new_states = []
@@ -319,8 +327,12 @@ class AttentionDecoder(keras.layers.Layer):
             new_states += [hidden, cell]
         return inputs, new_states
 
-    def _attend(self, query, keys, values, memory_mask, coverage):
-        """Attention for a query sequence `(batch, Tq, units)` or one step `(batch, units)`."""
+    def _attend(self, query, keys, values, memory_mask, coverage, sampling=None):
+        """Attention for a query sequence `(batch, Tq, units)` or one step `(batch, units)`.
+
+        Returns `(context, weights, probabilities)`; `sampling` (hard attention in
+        training) is `(use_sample, noise)` with noise shaped like the weights.
+        """
         one_step = len(query.shape) == 2
         # The gate on the query as given: see `attention.base.project` for why a step
         # projects its 2-D query rather than a (batch, 1, units) one.
@@ -331,65 +343,99 @@ class AttentionDecoder(keras.layers.Layer):
                 coverage = ops.expand_dims(coverage, 1)
             if gate is not None:
                 gate = ops.expand_dims(gate, 1)
-        context, weights = self.attention.attend(
-            query, keys, values, value_mask=memory_mask, coverage=coverage
+        context, weights, probabilities = self.attention.attend(
+            query,
+            keys,
+            values,
+            value_mask=memory_mask,
+            coverage=coverage,
+            training=sampling is not None,  # hard attention samples in training
+            sampling=sampling,
+            return_probabilities=True,
         )
         if gate is not None:
             context = context * gate
         if one_step:
-            context, weights = ops.squeeze(context, 1), ops.squeeze(weights, 1)
-        return context, weights
+            context, weights, probabilities = (
+                ops.squeeze(tensor, 1) for tensor in (context, weights, probabilities)
+            )
+        return context, weights, probabilities
 
     # -- a whole target sequence (training, scoring) -----------------------------
-    def call(self, target_ids, memory, memory_mask=None, encoder_state=None, training=None):
+    def call(
+        self,
+        target_ids,
+        memory,
+        memory_mask=None,
+        encoder_state=None,
+        training=None,
+        return_sampling=False,
+    ):
         state = self.get_initial_state(memory, memory_mask, encoder_state)
         keys, values = self.prepare_memory(memory)
         embedded = self._dropout(self.embedding(target_ids), training)  # (batch, T, E)
-        if self.uses_fast_path:
-            features, alignment = self._call_fast(
-                embedded, state, keys, values, memory_mask, training
-            )
-        else:
-            features, alignment = self._call_scan(
-                embedded, state, keys, values, memory_mask, training
-            )
+        sampling = None
+        if training and self.attention is not None and self.attention.hard:
+            # Drawn once for the whole target: a sequence is sampled or soft at every step.
+            batch, steps = ops.shape(target_ids)[0], ops.shape(target_ids)[1]
+            sampling = self.attention.sampling_inputs(batch, steps, ops.shape(memory)[1])
+        path = self._call_fast if self.uses_fast_path else self._call_scan
+        features, weights, alignment = path(
+            embedded, state, keys, values, memory_mask, training, sampling
+        )
         logits = self.output_dense(self._dropout(features, training))  # (batch, T, vocab)
         if alignment is None:  # functional models accept no None outputs
             return logits
-        return logits, alignment
+        if not return_sampling:
+            return logits, alignment
+        return (logits, alignment, *sampling_record(weights, alignment, sampling))
 
-    def _call_fast(self, embedded, state, keys, values, memory_mask, training):
+    def _call_fast(self, embedded, state, keys, values, memory_mask, training, sampling=None):
         outputs = embedded
         for index, lstm in enumerate(self.lstm_layers):
             if index > 0:
                 outputs = self._dropout(outputs, training)
             outputs = lstm(outputs, initial_state=list(state[2 * index : 2 * index + 2]))[0]
         if self.attention is None:
-            return outputs, None
-        context, alignment = self._attend(outputs, keys, values, memory_mask, None)
+            return outputs, None, None
+        context, weights, alignment = self._attend(
+            outputs, keys, values, memory_mask, None, sampling
+        )
         features = self.attentional_dense(ops.concatenate([context, outputs], axis=-1))
-        return features, alignment  # (batch, T, units), (batch, T, S)
+        # (batch, T, units), 2 x (batch, T, S)
+        return features, weights, ops.cast(alignment, features.dtype)
 
-    def _call_scan(self, embedded, state, keys, values, memory_mask, training):
+    def _call_scan(self, embedded, state, keys, values, memory_mask, training, sampling=None):
         layer_masks = None
         if training and self.dropout > 0 and self.num_layers > 1:
             batch = ops.shape(embedded)[0]
             ones = ops.ones((batch, self.units), dtype=embedded.dtype)
             layer_masks = [self._dropout(ones, training) for _ in range(self.num_layers - 1)]
 
-        def body(state, embedded_step):
-            features, weights, state = self._advance(
-                embedded_step, state, keys, values, memory_mask, layer_masks
+        def body(state, inputs):
+            embedded_step, step_sampling = inputs, None
+            if sampling is not None:
+                embedded_step, noise_step = inputs
+                step_sampling = (sampling[0], ops.expand_dims(noise_step, 1))
+            features, weights, probabilities, state = self._advance(
+                embedded_step, state, keys, values, memory_mask, layer_masks, step_sampling
             )
             if weights is None:  # no attention: an empty alignment keeps one structure
-                weights = ops.zeros((ops.shape(features)[0], 0), dtype=features.dtype)
-            return state, (features, ops.cast(weights, features.dtype))
+                weights = probabilities = ops.zeros(
+                    (ops.shape(features)[0], 0), dtype=features.dtype
+                )
+            return state, (features, ops.cast(weights, "float32"), probabilities)
 
-        steps_first = ops.transpose(embedded, (1, 0, 2))  # (T, batch, E)
-        _, (features, alignment) = loops.scan(body, state, steps_first)
-        features = ops.transpose(features, (1, 0, 2))  # (batch, T, units)
-        alignment = ops.transpose(alignment, (1, 0, 2))  # (batch, T, S)
-        return features, alignment
+        sequence = ops.transpose(embedded, (1, 0, 2))  # (T, batch, E)
+        if sampling is not None:
+            sequence = (sequence, ops.transpose(sampling[1], (1, 0, 2)))  # noise (T, batch, S)
+        _, outputs = loops.scan(body, state, sequence)
+        features, weights, alignment = (
+            ops.transpose(output, (1, 0, 2)) for output in outputs
+        )  # (batch, T, units), 2 x (batch, T, S)
+        if self.attention is None:
+            return features, None, None
+        return features, weights, ops.cast(alignment, features.dtype)
 
     def _dropout(self, inputs, training):
         if not training or self.dropout == 0:
@@ -420,6 +466,31 @@ class AttentionDecoder(keras.layers.Layer):
             }
         )
         return config
+
+
+def sampling_record(weights, probabilities, sampling):
+    """What the REINFORCE term of hard attention needs from a decoded target.
+
+    Args:
+        weights: `(batch, T, S)` attention used (one-hot where sampled).
+        probabilities: `(batch, T, S)` softmax attention weights.
+        sampling: `(use_sample, noise)`, or None when nothing was sampled.
+
+    Returns:
+        `(sample_log_probs, entropy, sampled)`: float32 `log p(s_t)` of every step
+        `(batch, T)` (zero in sequences that used the expected context), the entropy
+        of every step's weights `(batch, T)`, and `(batch,)` 1.0 for the sampled
+        sequences.
+    """
+    probabilities = ops.cast(probabilities, "float32")
+    log_probabilities = ops.log(ops.maximum(probabilities, 1e-30))
+    entropy = -ops.sum(probabilities * log_probabilities, axis=-1)  # (batch, T)
+    if sampling is None:
+        sampled = ops.zeros(ops.shape(probabilities)[:1], "float32")
+    else:
+        sampled = ops.cast(sampling[0], "float32")
+    sample_log_probs = ops.sum(ops.cast(weights, "float32") * log_probabilities, axis=-1)
+    return sample_log_probs * ops.expand_dims(sampled, -1), entropy, sampled
 
 
 def masked_mean(memory, memory_mask=None):
