@@ -23,6 +23,7 @@ from recipes import cli, runtime
 
 ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value")
 BACKBONES = ("small_cnn", "mobilenet", "mobilenet_v2", "efficientnet_b0", "resnet50")
+MONITORS = ("val_loss", "val_bleu4", "val_cider")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,14 @@ class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
     epochs: int = 15
     batch_size: int = 32
     patience: int = 3
+    monitor: str = dataclasses.field(
+        default="val_loss",
+        metadata={
+            "choices": MONITORS,
+            "help": "checkpoint choice and early stopping: val loss, or the val BLEU-4 / "
+            "CIDEr-D of greedy captions after every epoch",
+        },
+    )
     seed: int = 0
     beam_size: int = 3
     length_penalty: float = dataclasses.field(
@@ -173,6 +182,20 @@ def caption_targets(vocabulary, split, max_length, name="train"):
         raise cli.UsageError(f"no {name} caption has a word to learn")
     target_in, target_out = vocabulary.encode_targets(token_lists, max_length)
     return np.array(image_indices, dtype="int64"), target_in, target_out
+
+
+def scoring_references(captions):
+    """References as the COCO caption evaluation scores them: lowercase words, no punctuation.
+
+    The words the model learns and writes (`tokenize_caption`), so that "A dog ." and
+    the generated "a dog" agree, as they do in the COCO tool that Show, Attend and Tell
+    and later papers report (its PTB tokenizer lowercases and drops punctuation).
+    """
+    from recipes.data.images import tokenize_caption
+
+    return [
+        [" ".join(tokenize_caption(caption)) for caption in references] for references in captions
+    ]
 
 
 def decode_captions(vocabulary, token_rows):
@@ -318,7 +341,16 @@ def train(config, run):
             dataset("train", True),
             validation_data=dataset("val", False),
             epochs=config.epochs,
-            callbacks=cli.training_callbacks(run, config.patience),
+            callbacks=cli.training_callbacks(
+                run,
+                config.patience,
+                config.monitor,
+                None
+                if config.monitor == "val_loss"
+                else caption_scorer(
+                    model, sources["val"], data["val"].captions, vocabulary, config
+                ),
+            ),
             verbose=cli.fit_verbosity(),
             shuffle=False,  # the dataset shuffles itself
         )
@@ -337,6 +369,29 @@ def train(config, run):
         full.decoder.set_weights(best.decoder.get_weights())
         cli.save_model(full, os.path.join(run, "model.keras"))
     return run
+
+
+def caption_scorer(model, sources, captions, vocabulary, config):
+    """A callback that puts the val BLEU-4 and CIDEr-D of greedy captions in each epoch's logs."""
+    import keras
+
+    from multiattn import metrics
+
+    sources = np.asarray(sources, dtype="float32")
+    references = scoring_references(captions)
+
+    def score(epoch, logs):
+        result = generate_captions(model, sources, config, beam_size=1)
+        hypotheses = decode_captions(vocabulary, result["tokens"])
+        logs["val_bleu4"] = metrics.corpus_bleu(hypotheses, references)
+        logs["val_cider"] = metrics.cider(hypotheses, references)
+        print(
+            f"    epoch {epoch + 1}: val greedy BLEU-4 {logs['val_bleu4']:.2f}, "
+            f"CIDEr-D {logs['val_cider']:.3f}",
+            flush=True,
+        )
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=score)
 
 
 def load_run(run):
@@ -382,7 +437,7 @@ def evaluate(run, split=None, beam_size=None, pictures=4, length_penalty=None):
     )
     hypotheses = decode_captions(vocabulary, result["tokens"])
     seconds = time.time() - started
-    references = data.captions
+    references = scoring_references(data.captions)
     values = cli.read_json(os.path.join(run, "metrics.json"))
     values.update(
         {

@@ -205,8 +205,13 @@ def save_model(model, path):
     return path
 
 
-def training_callbacks(run, patience):
-    """Resume after interruption, keep the best model by val loss, stop early, log.
+def training_callbacks(run, patience, monitor="val_loss", scorer=None):
+    """Resume after interruption, keep the best model by `monitor`, stop early, log.
+
+    `monitor` is `val_loss` (lower is better) or a score that `scorer`, a callback
+    run first at the end of every epoch, writes into the epoch's logs (higher is
+    better, e.g. the val BLEU-4 of the model's own captions). The record keeps the
+    best value as `best_<monitor>`.
 
     `BackupAndRestore` brings back the weights, optimizer state and epoch count of the
     last finished epoch. What the other callbacks knew is the training record in
@@ -225,10 +230,12 @@ def training_callbacks(run, patience):
     # over model.keras, so a kill mid-save never leaves a broken model.
     partial_path = os.path.join(run, "model.partial.keras")
     metrics_path = os.path.join(run, "metrics.json")
+    mode = "min" if monitor == "val_loss" else "max"
+    best_key = f"best_{monitor}"
     checkpoint = keras.callbacks.ModelCheckpoint(
-        partial_path, monitor="val_loss", save_best_only=True
+        partial_path, monitor=monitor, mode=mode, save_best_only=True
     )
-    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
+    early_stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience)
     record = {}
 
     def restore_record(epoch, logs=None):
@@ -237,18 +244,18 @@ def training_callbacks(run, patience):
         # A first epoch past 0 means BackupAndRestore resumed an interrupted run.
         saved = read_json(metrics_path) if epoch > 0 else {}
         record.update(epochs_completed=epoch, resumed_from_epoch=epoch)
-        if "best_val_loss" in saved:
-            record.update(best_val_loss=saved["best_val_loss"], best_epoch=saved["best_epoch"])
-            checkpoint.best = early_stopping.best = saved["best_val_loss"]
+        if best_key in saved:
+            record.update({best_key: saved[best_key], "best_epoch": saved["best_epoch"]})
+            checkpoint.best = early_stopping.best = saved[best_key]
             early_stopping.best_epoch = saved["best_epoch"] - 1
             early_stopping.wait = max(0, epoch - saved["best_epoch"])
         write_json(metrics_path, record)  # a fresh run drops the record of an older one
 
     def save_record(epoch, logs=None):
-        improved = checkpoint.best is not None and checkpoint.best != record.get("best_val_loss")
+        improved = checkpoint.best is not None and checkpoint.best != record.get(best_key)
         if improved and math.isfinite(checkpoint.best):
             os.replace(partial_path, model_path)
-            record.update(best_val_loss=float(checkpoint.best), best_epoch=epoch + 1)
+            record.update({best_key: float(checkpoint.best), "best_epoch": epoch + 1})
         elif os.path.exists(partial_path):  # a NaN model, or left by a killed process
             os.remove(partial_path)
         if math.isfinite((logs or {}).get("loss", math.nan)):  # a NaN epoch is not completed
@@ -265,6 +272,7 @@ def training_callbacks(run, patience):
             write_json(metrics_path, record)
 
     return [
+        *([scorer] if scorer is not None else []),
         checkpoint,
         early_stopping,
         keras.callbacks.LambdaCallback(
@@ -292,7 +300,12 @@ def record_training(run, history, started):
         if "best_epoch" in metrics and os.path.isfile(model_path):
             kept = (
                 f"the last good checkpoint is {model_path} (epoch {metrics['best_epoch']}, "
-                f"val_loss {metrics['best_val_loss']:.4f})"
+                + ", ".join(
+                    f"{key[len('best_') :]} {value:.4f}"
+                    for key, value in metrics.items()
+                    if key.startswith("best_") and key != "best_epoch"
+                )
+                + ")"
             )
         else:
             kept = "no epoch finished before it, so no model was saved"

@@ -130,3 +130,21 @@ def test_hard_attention_flags_train_a_hard_model(tmp_path):
     assert model.decoder.attention.hard
     assert (model.reinforce_weight, model.entropy_weight) == (0.5, 0.02)
     assert caption.main(["evaluate", "--run", str(run), "--beam-size", "1"]) == 0
+
+
+def test_checkpoint_choice_by_val_bleu(tmp_path, capsys):
+    """`--monitor val_bleu4`: greedy val captions scored each epoch, the best epoch kept."""
+    run = tmp_path / "run"
+    argv = ["train", *SCENES, *TINY, "--epochs", "3", "--monitor", "val_bleu4"]
+    assert caption.main([*argv, "--patience", "5", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    scores = [
+        float(line.split("BLEU-4 ")[1].split(",")[0])
+        for line in out.splitlines()
+        if "val greedy BLEU-4" in line
+    ]
+    assert len(scores) == 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "best_val_loss" not in metrics
+    assert metrics["best_val_bleu4"] == pytest.approx(max(scores), abs=0.01)
+    assert metrics["best_epoch"] == 1 + int(np.argmax(scores))
