@@ -57,6 +57,13 @@ class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
         default=0.0, metadata={"help": "doubly stochastic penalty lambda (the paper's is 1)"}
     )
     use_gate: bool = True
+    flip: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "train on mirrored images too: each caption sees either at random "
+            "('left' and 'right' swapped for the mirror)"
+        },
+    )
     embedding_dim: int = 64
     units: int = 128
     dropout: float = 0.1
@@ -198,6 +205,15 @@ def scoring_references(captions):
     ]
 
 
+def mirrored_word_ids(vocabulary):
+    """Id `i` -> the id of its word in a mirrored image's caption ('left' <-> 'right')."""
+    ids = np.arange(len(vocabulary), dtype="int32")
+    left, right = (vocabulary.ids.get(word) for word in ("left", "right"))
+    if left is not None and right is not None:
+        ids[left], ids[right] = right, left
+    return ids
+
+
 def decode_captions(vocabulary, token_rows):
     return [" ".join(vocabulary.decode(ids)) for ids in token_rows]
 
@@ -296,16 +312,19 @@ def train(config, run):
     for split in ("train", "val"):
         inputs[split] = caption_targets(vocabulary, data[split], config.max_caption_length, split)
 
+    images = {split: data[split].images for split in ("train", "val")}
+    if config.flip:  # image i + n is the mirror of image i
+        images["train"] = np.concatenate([images["train"], images["train"][:, :, ::-1]])
     if uses_feature_cache(config):
         cli.stage("computing the frozen backbone's grid features (cached)")
         encoder.build((None, config.image_size, config.image_size, 3))
         sources = {
-            split: grid_features(encoder, data[split].images, os.path.join(run, "features"))
+            split: grid_features(encoder, images[split], os.path.join(run, "features"))
             for split in ("train", "val")
         }
         training_encoder = keras.layers.Identity()
     else:
-        sources = {split: data[split].images for split in ("train", "val")}
+        sources = images
         training_encoder = encoder
 
     with strategy.scope():
@@ -320,8 +339,16 @@ def train(config, run):
         # A tensor made here is captured by reference; a NumPy array would be copied
         # into the graph of the map function.
         source = tf.constant(sources[split])  # uint8 pixels or float16 features
+        mirror_words = tf.constant(mirrored_word_ids(vocabulary), dtype=target_in.dtype)
 
         def gather(index, t_in, t_out):
+            if config.flip and split == "train":
+                mirrored = tf.random.uniform(tf.shape(index), seed=config.seed) < 0.5
+                index = tf.where(mirrored, index + len(data[split].images), index)
+                t_in, t_out = (
+                    tf.where(mirrored[:, None], tf.gather(mirror_words, ids), ids)
+                    for ids in (t_in, t_out)
+                )
             return (tf.cast(tf.gather(source, index), "float32"), t_in), t_out
 
         data_set = tf.data.Dataset.from_tensor_slices((image_indices, target_in, target_out))

@@ -148,3 +148,30 @@ def test_checkpoint_choice_by_val_bleu(tmp_path, capsys):
     assert "best_val_loss" not in metrics
     assert metrics["best_val_bleu4"] == pytest.approx(max(scores), abs=0.01)
     assert metrics["best_epoch"] == 1 + int(np.argmax(scores))
+
+
+def test_mirrored_word_ids_swap_left_and_right():
+    from recipes.data.images import WordVocabulary
+
+    vocabulary = WordVocabulary.build([["a", "left", "circle", "right"]])
+    ids = caption.mirrored_word_ids(vocabulary)
+    swapped = vocabulary.decode(ids[vocabulary.encode(["a", "left", "circle", "right"])])
+    assert swapped == ["a", "right", "circle", "left"]
+    without = WordVocabulary.build([["a", "left"]])
+    np.testing.assert_array_equal(caption.mirrored_word_ids(without), np.arange(len(without)))
+
+
+def test_flip_caches_the_mirror_images_features(tmp_path):
+    import keras
+
+    weights = tmp_path / "mobilenet.weights.h5"
+    keras.applications.MobileNet(
+        alpha=0.25, include_top=False, weights=None, input_shape=(32, 32, 3)
+    ).save_weights(weights)
+    flags = [*SCENES, *TINY, "--backbone", "mobilenet", "--alpha", "0.25"]
+    run = tmp_path / "run"
+    argv = ["train", *flags, "--weights", str(weights), "--flip", "--out", str(run)]
+    assert caption.main(argv) == 0
+    # 64 train scenes and their mirrors, 16 val scenes (generated scenes are distinct)
+    assert len(list((run / "features").rglob("*.npy"))) == 64 * 2 + 16
+    assert json.loads((run / "config.json").read_text())["flip"] is True
