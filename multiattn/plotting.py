@@ -2,11 +2,12 @@
 
 import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only: no display is needed or expected
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+# Figures are made with matplotlib's object API and drawn by the Agg canvas: no
+# pyplot, so importing this module leaves the user's matplotlib backend as it was.
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def plot_alignment(
@@ -30,7 +31,8 @@ def plot_alignment(
     weights = np.asarray(weights, dtype="float32")[: len(target_tokens), : len(source_tokens)]
     width = max(4.0, 0.45 * len(source_tokens) + 1.5)
     height = max(3.0, 0.4 * len(target_tokens) + 1.2)
-    figure, axes = plt.subplots(figsize=(width, height))
+    figure = Figure(figsize=(width, height))
+    axes = figure.subplots()
     image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     axes.set_xticks(range(len(source_tokens)), source_tokens, rotation=90)
     axes.set_yticks(range(len(target_tokens)), target_tokens)
@@ -61,7 +63,8 @@ def plot_image_attention(image, weights, grid_shape, words, path, columns=5):
     words = list(words)[: len(weights)]
     panels = len(words) + 1
     rows = -(-panels // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.5 * rows), squeeze=False)
+    figure = Figure(figsize=(2.4 * columns, 2.5 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
     axes[0, 0].imshow(image)
@@ -78,7 +81,8 @@ def plot_image_attention(image, weights, grid_shape, words, path, columns=5):
 
 def plot_lines(series, path, xlabel, ylabel, title=None):
     """Writes a line plot of `{label: (xs, ys)}` (for example BLEU by source length)."""
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
     for label, (xs, ys) in series.items():
         axes.plot(xs, ys, marker="o", label=label)
     axes.set_xlabel(xlabel)
@@ -93,7 +97,7 @@ def plot_lines(series, path, xlabel, ylabel, title=None):
 def _save(figure, path):
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    FigureCanvasAgg(figure)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path

@@ -37,3 +37,18 @@ def test_image_attention_panels(tmp_path):
 def test_lines(tmp_path):
     path = plot_lines({"a": ([1, 2], [3, 4]), "b": ([1, 2], [4, 1])}, tmp_path / "l.png", "x", "y")
     assert read_png(path).size > 0
+
+
+def test_importing_leaves_the_matplotlib_backend_alone(tmp_path):
+    """A library must not switch its user's backend."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg')\n"
+        "from multiattn.plotting import plot_lines\n"
+        f"plot_lines({{'a': ([1, 2], [3, 4])}}, {str(tmp_path / 'l.png')!r}, 'x', 'y')\n"
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert (tmp_path / "l.png").stat().st_size > 0
