@@ -37,7 +37,7 @@ def test_sampled_rows_are_one_hot_and_never_on_masked_positions(name, rng):
     query, value, mask = inputs(rng)
     for _ in range(5):
         context, weights = layer(query, value, value_mask=mask, training=True)
-        weights, context = np.asarray(weights), np.asarray(context)
+        weights, context = ops.convert_to_numpy(weights), ops.convert_to_numpy(context)
         attendable = mask.any(axis=1)
         row_sums = weights.sum(-1)  # (batch, queries)
         np.testing.assert_array_equal(row_sums[attendable], 1.0)
@@ -64,14 +64,14 @@ def test_outside_training_hard_attention_is_deterministic(name, rng):
     _, soft_weights = soft(query, value, value_mask=mask)
     _, expected = expected_layer(query, value, value_mask=mask)
     context, argmax = argmax_layer(query, value, value_mask=mask)
-    np.testing.assert_array_equal(np.asarray(expected), np.asarray(soft_weights))
-    soft_weights = np.asarray(soft_weights)
+    soft_weights = ops.convert_to_numpy(soft_weights)
+    np.testing.assert_array_equal(ops.convert_to_numpy(expected), soft_weights)
     one_hot = (
         np.eye(value.shape[1])[soft_weights.argmax(-1)] * (soft_weights.sum(-1) > 0)[..., None]
     )
-    np.testing.assert_array_equal(np.asarray(argmax), one_hot)
+    np.testing.assert_array_equal(ops.convert_to_numpy(argmax), one_hot)
     again = argmax_layer(query, value, value_mask=mask)[0]
-    np.testing.assert_array_equal(np.asarray(context), np.asarray(again))
+    np.testing.assert_array_equal(ops.convert_to_numpy(context), ops.convert_to_numpy(again))
 
 
 def test_expectation_rate_chooses_per_sequence(rng):
@@ -79,7 +79,7 @@ def test_expectation_rate_chooses_per_sequence(rng):
     layer = BahdanauAttention(8, hard=True, expectation_rate=0.5, seed=1)
     query, value, _ = inputs(rng, batch=400, queries=3)
     _, weights = layer(query, value, training=True)
-    weights = np.asarray(weights)
+    weights = ops.convert_to_numpy(weights)
     one_hot_rows = (weights.max(-1) == 1.0).astype(int)  # soft rows are never exactly 1 here
     per_sequence = one_hot_rows.sum(-1)
     assert set(per_sequence) == {0, 3}
@@ -87,7 +87,7 @@ def test_expectation_rate_chooses_per_sequence(rng):
     _, always_soft = BahdanauAttention(8, hard=True, expectation_rate=1.0)(
         query, value, training=True
     )
-    assert (np.asarray(always_soft).max(-1) < 1.0).all()
+    assert (ops.convert_to_numpy(always_soft).max(-1) < 1.0).all()
 
 
 def test_samples_follow_the_weights():
@@ -96,14 +96,14 @@ def test_samples_follow_the_weights():
     count = 40000
     rows = np.broadcast_to(probabilities, (count, 1, 5))
     noise = keras.random.uniform((count, 1, 5), minval=1e-7, maxval=1.0, seed=7)
-    samples = np.asarray(sample_positions(rows, np.ones(count, bool), noise))[:, 0]
+    samples = ops.convert_to_numpy(sample_positions(rows, np.ones(count, bool), noise))[:, 0]
     frequencies = samples.sum(0)
     assert frequencies[4] == 0
     expected = probabilities[:4] * count
     chi_square = (((frequencies[:4] - expected) ** 2) / expected).sum()
     assert chi_square < 16.27  # the 0.999 quantile of chi-square with 3 degrees of freedom
     # The test can fail: samples from other weights are rejected.
-    biased = np.asarray(
+    biased = ops.convert_to_numpy(
         sample_positions(
             np.broadcast_to(np.array([0.45, 0.35, 0.15, 0.05, 0.0], "float32"), (count, 1, 5)),
             np.ones(count, bool),
@@ -121,7 +121,7 @@ def test_sampling_record_against_numpy(rng):
     use_sample = np.array([True, False, True])
     weights[1] = probabilities[1]  # a soft sequence
     log_probs, entropy, sampled = (
-        np.asarray(x) for x in sampling_record(weights, probabilities, (use_sample, None))
+        ops.convert_to_numpy(x) for x in sampling_record(weights, probabilities, (use_sample, None))
     )
     expected = np.log(np.take_along_axis(probabilities, positions[..., None], -1))[..., 0]
     expected[1] = 0.0
@@ -144,7 +144,7 @@ def test_decoder_records_the_sampled_log_probabilities(order, input_feeding, rng
     mask[:, 4] = False
     target = rng.integers(1, 11, (32, 3))
     outputs = decoder(target, memory, memory_mask=mask, training=True, return_sampling=True)
-    _, alignment, log_probs, entropy, sampled = (np.asarray(x) for x in outputs)
+    _, alignment, log_probs, entropy, sampled = (ops.convert_to_numpy(x) for x in outputs)
     assert 0 < sampled.sum() < 32
     assert not log_probs[sampled == 0].any()
     chosen = np.exp(log_probs[sampled == 1])  # (n, T): p(s_t) of the sampled positions
@@ -153,7 +153,7 @@ def test_decoder_records_the_sampled_log_probabilities(order, input_feeding, rng
     assert (entropy > 0).all() and (entropy <= np.log(4) + 1e-5).all()
     # Outside training the decoder attends to the expectation: no sampling record.
     _, soft_alignment = decoder(target, memory, memory_mask=mask)
-    np.testing.assert_allclose(np.asarray(soft_alignment).sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(soft_alignment).sum(-1), 1.0, rtol=1e-5)
 
 
 def one_step_model(reinforce_weight=1.0, regions=3, seed=0):
@@ -247,10 +247,11 @@ def test_baseline_moves_by_the_formula(rng):
     for baseline in (0.0, -2.5):
         model.reward_baseline.assign(baseline)
         logits = model((source, target_in))[0]
-        log_likelihood = -np.asarray(token_cross_entropy(target_out, logits))[:, 0]
+        log_likelihood = -ops.convert_to_numpy(token_cross_entropy(target_out, logits))[:, 0]
         model.train_on_batch((source, target_in), target_out)
         expected = 0.9 * baseline + 0.1 * log_likelihood.mean()
-        np.testing.assert_allclose(float(model.reward_baseline), expected, rtol=1e-5)
+        baseline = float(ops.convert_to_numpy(model.reward_baseline))
+        np.testing.assert_allclose(baseline, expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
