@@ -422,12 +422,21 @@ def caption_scorer(model, sources, captions, vocabulary, config):
 
 
 def load_run(run):
+    import keras
+
     from recipes.data.images import WordVocabulary
 
     model_path = cli.require_run(run)
     config = cli.load_config(CaptionConfig, os.path.join(run, "config.json"))
     vocabulary = WordVocabulary.load(os.path.join(run, "vocabulary.txt"))
     model = cli.load_model(model_path)  # safe mode: never unpickles
+    if uses_feature_cache(config) and isinstance(model.encoder, keras.layers.Identity):
+        # The checkpoint of a training that was stopped: the image model is
+        # assembled only when training ends.
+        raise cli.UsageError(
+            f"--run: {run} holds the decoder of an unfinished training (it reads cached "
+            "features, not images); run the same train command again to finish it"
+        )
     runtime.apply_to_loaded_model(model, config)  # the run's precision and XLA setting
     return config, model, vocabulary
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from recipe_flags import CAPTION, SCENES
 
-from recipes import caption
+from recipes import caption, cli
 
 TINY = CAPTION
 
@@ -116,6 +116,13 @@ def test_frozen_pretrained_backbone_caches_features(tmp_path, capsys):
     # The saved model takes images: it reloads and captions without the cache.
     assert caption.main(["evaluate", "--run", str(run)]) == 0
     assert "BLEU-4" in capsys.readouterr().out
+    # A training stopped early leaves the decoder on features as model.keras: refused.
+    config, model, vocabulary = caption.load_run(str(run))
+    decoder_only = caption.build_model(config, keras.layers.Identity(), len(vocabulary))
+    decoder_only.build(((None, 2, model.decoder.memory_dim), (None, None)))
+    decoder_only.save(run / "model.keras")
+    assert cli.run_main(caption.main, ["evaluate", "--run", str(run)]) == 2
+    assert "holds the decoder of an unfinished training" in capsys.readouterr().err
 
 
 def test_hard_attention_flags_train_a_hard_model(tmp_path):
