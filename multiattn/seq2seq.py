@@ -171,7 +171,8 @@ class Seq2Seq(keras.Model):
         loss = self.cross_entropy(y, logits)
         for extra in self.losses:
             loss = loss + ops.cast(self._aggregate_additional_loss(extra), loss.dtype)
-        if isinstance(y_pred, (tuple, list)) and len(y_pred) == 5:  # hard attention, training
+        if isinstance(y_pred, (tuple, list)) and len(y_pred) > 2:
+            # Training with hard attention: `call` added the record of the samples.
             loss = loss - self._hard_attention_objective(y, *y_pred)
         return loss
 

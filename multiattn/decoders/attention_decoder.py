@@ -64,12 +64,16 @@ class AttentionDecoder(keras.layers.Layer):
         memory_mask: Optional boolean `(batch, source_len)`, filled from `memory`'s
             Keras mask.
         encoder_state: Optional `(h, c)` final encoder state for the learned bridge.
-        training: Whether dropout is active.
+        training: Whether dropout is active (and hard attention samples).
+        return_sampling: Also return the record of hard attention's samples,
+            `(sample_log_probs, entropy, sampled)` (see `sampling_record`), which
+            `Seq2Seq` turns into the REINFORCE term.
 
     Returns:
         `(logits, alignment)`: logits `(batch, target_len, vocab_size)` and the
-        attention weights of every step `(batch, target_len, source_len)`; the
-        logits alone without attention.
+        attention weights of every step `(batch, target_len, source_len)` (the
+        softmax weights, also where hard attention sampled); the logits alone
+        without attention; with `return_sampling`, the record follows.
 
     Example:
 
