@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -24,14 +23,20 @@ CAPTION_TINY = [*CAPTION, *SCENES]
 TIMEOUT = 120  # seconds, for any one subprocess or wait
 
 
-def start(module, argv, log_path):
-    """`python -m module argv` in the repository, stdout and stderr to `log_path`.*."""
+def start(module, argv, log_path, signal_at=None):
+    """`python -m module argv` in the repository, stdout and stderr to `log_path`.*.
+
+    `signal_at=(epoch, batch, signal_number)`: the process sends itself that signal
+    when that batch of that epoch begins (see `signal_at_batch.py`).
+    """
     environment = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    command = [sys.executable, "-m", module, *argv]
+    if signal_at is not None:
+        wrapper = pathlib.Path(__file__).with_name("signal_at_batch.py")
+        command = [sys.executable, str(wrapper), *map(str, signal_at), module, *argv]
     # Files, not pipes: nobody reads while the child runs, and a full pipe would block it.
     with open(f"{log_path}.out", "w") as out, open(f"{log_path}.err", "w") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", module, *argv], cwd=ROOT, env=environment, stdout=out, stderr=err
-        )
+        return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=out, stderr=err)
 
 
 def finish(process, log_path):
@@ -63,17 +68,6 @@ def backed_up_epochs(run):
         return 0
 
 
-def signal_during_epoch(process, run, epoch, signal_number):
-    """Sends `signal_number` early in `epoch` (1-based): once epoch - 1 is backed up."""
-    deadline = time.time() + TIMEOUT
-    while backed_up_epochs(run) < epoch - 1:
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        assert time.time() < deadline, f"epoch {epoch - 1} was never backed up"
-        time.sleep(0.05)
-    time.sleep(0.5)  # into the epoch: an epoch here takes seconds
-    process.send_signal(signal_number)
-
-
 def epochs_started(output):
     return [int(number) for number in re.findall(r"^Epoch (\d+)/", output, re.MULTILINE)]
 
@@ -88,18 +82,15 @@ def resumed_translate_run(tmp_path_factory):
     """
     directory = tmp_path_factory.mktemp("resume")
     run = directory / "run"
-    # 1200 sentences: an epoch lasts seconds, so a signal sent 0.5 s in lands mid-epoch.
     argv = ["train", "--num-train", "1200", *TRANSLATE_TINY, "--epochs", "4", "--out", str(run)]
     attempts = {}
-    for name, epoch, signal_number in (
-        ("killed", 2, signal.SIGKILL),
-        ("interrupted", 3, signal.SIGINT),
-        ("resumed", None, None),
+    for name, signal_at in (
+        ("killed", (2, 5, signal.SIGKILL)),  # at batch 5 of epoch 2, of 75
+        ("interrupted", (3, 5, signal.SIGINT)),
+        ("resumed", None),
     ):
-        process = start("recipes.translate", argv, directory / name)
+        process = start("recipes.translate", argv, directory / name, signal_at)
         try:
-            if signal_number is not None:
-                signal_during_epoch(process, run, epoch, signal_number)
             attempts[name] = (*finish(process, directory / name), backed_up_epochs(run))
         finally:
             if process.poll() is None:
