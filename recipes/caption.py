@@ -42,7 +42,16 @@ class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
     alpha: float | None = dataclasses.field(
         default=None, metadata={"help": "MobileNet width multiplier (0.25 for the shared file)"}
     )
-    fine_tune: bool = False
+    fine_tune: bool = dataclasses.field(
+        default=False, metadata={"help": "train the whole backbone (no feature cache)"}
+    )
+    fine_tune_from: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "first backbone layer to fine-tune (conv_dw_12: MobileNet's last two "
+            "blocks); the layers before it stay frozen and their output is cached"
+        },
+    )
     coordinates: bool = dataclasses.field(
         default=True, metadata={"help": "append each region's row and column to its features"}
     )
@@ -219,22 +228,34 @@ def decode_captions(vocabulary, token_rows):
 
 
 # -- model ---------------------------------------------------------------------------------
-def make_encoder(config):
+def make_encoder(config, from_frozen_features=False):
+    """The image encoder; `from_frozen_features`: its twin that takes cached features."""
     from multiattn import ImageGridEncoder
 
     weights = None if config.weights in (None, "none") else config.weights
+    if config.fine_tune_from is not None:
+        if weights is None:
+            raise cli.UsageError("--fine-tune-from needs pretrained --weights")
+        if config.fine_tune:
+            raise cli.UsageError("--fine-tune trains the whole backbone; drop --fine-tune-from")
+        trainable_backbone = None
+    else:
+        trainable_backbone = config.fine_tune if weights is not None else None
     return ImageGridEncoder(
         config.backbone,
         weights=weights,
-        trainable_backbone=config.fine_tune if weights is not None else None,
+        trainable_backbone=trainable_backbone,
         alpha=config.alpha,
         coordinates=config.coordinates,
+        fine_tune_from=config.fine_tune_from,
+        from_frozen_features=from_frozen_features,
         **({"filters": (32, 64, 128)} if config.backbone == "small_cnn" else {}),
     )
 
 
 def uses_feature_cache(config):
-    """A frozen pretrained backbone: compute its grid features once, train the decoder."""
+    """A pretrained backbone frozen (wholly or up to `--fine-tune-from`): its output is
+    computed once and cached; training runs the rest."""
     return config.weights not in (None, "none") and not config.fine_tune
 
 
@@ -279,10 +300,15 @@ def grid_features(encoder, images, cache_directory, batch_size=64):
         f"{encoder.backbone}-{encoder.backbone_weights}-{encoder.alpha}-"
         f"{encoder.coordinates}-{images.shape[1]}"
     )
+    if encoder.fine_tune_from is not None:  # the frozen layers' output, before the rest
+        key += f"-before-{encoder.fine_tune_from}"
     cache = FeatureCache(cache_directory, key)
 
     def compute(batch):
-        return np.asarray(encoder(np.asarray(batch, dtype="float32"), training=False))
+        batch = np.asarray(batch, dtype="float32")
+        if encoder.fine_tune_from is not None:
+            return np.asarray(encoder.frozen_features(batch))
+        return np.asarray(encoder(batch, training=False))
 
     keys = [image_key(image) for image in images]  # by content: equal images share features
     return cache.get_or_compute(keys, lambda indices: images[indices], compute, batch_size)
@@ -322,7 +348,13 @@ def train(config, run):
             split: grid_features(encoder, images[split], os.path.join(run, "features"))
             for split in ("train", "val")
         }
-        training_encoder = keras.layers.Identity()
+        # With --fine-tune-from: the tuned layers on the cached features (their twin in
+        # training loads the same pretrained weights when it is built).
+        training_encoder = (
+            keras.layers.Identity()
+            if config.fine_tune_from is None
+            else make_encoder(config, from_frozen_features=True)
+        )
     else:
         sources = images
         training_encoder = encoder
@@ -394,6 +426,8 @@ def train(config, run):
             )
         )
         full.decoder.set_weights(best.decoder.get_weights())
+        if config.fine_tune_from is not None:
+            full.encoder.set_weights(best.encoder.get_weights())
         cli.save_model(full, os.path.join(run, "model.keras"))
     return run
 
@@ -430,7 +464,10 @@ def load_run(run):
     config = cli.load_config(CaptionConfig, os.path.join(run, "config.json"))
     vocabulary = WordVocabulary.load(os.path.join(run, "vocabulary.txt"))
     model = cli.load_model(model_path)  # safe mode: never unpickles
-    if uses_feature_cache(config) and isinstance(model.encoder, keras.layers.Identity):
+    if uses_feature_cache(config) and (
+        isinstance(model.encoder, keras.layers.Identity)
+        or getattr(model.encoder, "from_frozen_features", False)
+    ):
         # The checkpoint of a training that was stopped: the image model is
         # assembled only when training ends.
         raise cli.UsageError(

@@ -182,3 +182,52 @@ def test_flip_caches_the_mirror_images_features(tmp_path):
     # 64 train scenes and their mirrors, 16 val scenes (generated scenes are distinct)
     assert len(list((run / "features").rglob("*.npy"))) == 64 * 2 + 16
     assert json.loads((run / "config.json").read_text())["flip"] is True
+
+
+def test_fine_tune_from_caches_the_frozen_layers_and_trains_the_rest(tmp_path, capsys):
+    import keras
+
+    source = keras.applications.MobileNet(
+        alpha=0.25, include_top=False, weights=None, input_shape=(64, 64, 3)
+    )
+    # Random BatchNorm statistics leave features of 1e-28 after 27 layers, and gradients
+    # that Adam's epsilon swallows: set them to one batch's, as pretraining would.
+    for layer in source.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    source(np.random.default_rng(0).uniform(-1, 1, (8, 64, 64, 3)), training=True)
+    weights = tmp_path / "mobilenet.weights.h5"
+    source.save_weights(weights)
+    run = tmp_path / "run"
+    flags = [*SCENES, *TINY, "--backbone", "mobilenet", "--alpha", "0.25", "--epochs", "2"]
+    flags += ["--image-size", "64"]  # a 2x2 grid
+    argv = ["train", *flags, "--weights", str(weights), "--fine-tune-from", "conv_dw_12"]
+    assert caption.main([*argv, "--learning-rate", "0.05", "--out", str(run)]) == 0
+    features = np.load(next((run / "features").rglob("*.npy")))
+    assert features.shape[-1] == 128  # conv_pad_12's channels, not the last layer's 256
+
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    encoder = model.encoder
+    assert encoder.fine_tune_from == "conv_dw_12" and not encoder.from_frozen_features
+    for name, trained in (("conv_pw_1", False), ("conv_pw_13", True)):
+        kernel = encoder.backbone_model.get_layer(name).kernel
+        pretrained = source.get_layer(name).kernel
+        assert np.array_equal(kernel.numpy(), pretrained.numpy()) is not trained, name
+    assert caption.main(["evaluate", "--run", str(run), "--beam-size", "1"]) == 0
+    assert "BLEU-4" in capsys.readouterr().out
+
+    # A training stopped early leaves the model on cached features: refused.
+    config, _, vocabulary = caption.load_run(str(run))
+    on_features = caption.build_model(
+        config, caption.make_encoder(config, from_frozen_features=True), len(vocabulary)
+    )
+    on_features.build(((None, *features.shape), (None, None)))
+    on_features.save(run / "model.keras")
+    assert cli.run_main(caption.main, ["evaluate", "--run", str(run)]) == 2
+    assert "holds the decoder of an unfinished training" in capsys.readouterr().err
+
+
+def test_fine_tune_from_needs_pretrained_weights(capsys):
+    argv = ["train", *SCENES, *TINY, "--backbone", "mobilenet", "--fine-tune-from", "conv_dw_12"]
+    assert cli.run_main(caption.main, argv) == 2
+    assert "--fine-tune-from needs pretrained --weights" in capsys.readouterr().err

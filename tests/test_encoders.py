@@ -369,3 +369,114 @@ def test_image_grid_coordinates_mark_each_region(units):
         np.testing.assert_allclose(regions[..., :-2], plain(images), atol=1e-6)
     clone = ImageGridEncoder.from_config(encoder.get_config())
     assert clone.coordinates
+
+
+# -- fine-tuning the top of a backbone ----------------------------------------------------
+TUNED_KERNELS = ["conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13"]  # MobileNet's last two
+
+
+@pytest.fixture
+def mobilenet_weights(tmp_path):
+    """A MobileNet (alpha 0.25) weights file and the model that wrote it."""
+    source = _mobilenet_025()
+    # Random BatchNorm statistics, so that a BatchNorm in training mode would show.
+    for layer in source.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            mean = np.random.default_rng(1).normal(size=layer.moving_mean.shape)
+            layer.moving_mean.assign(mean.astype("float32"))
+    path = tmp_path / "mobilenet.weights.h5"
+    source.save_weights(path)
+    return path, source
+
+
+def test_fine_tune_from_trains_the_later_layers_without_their_batch_norm(mobilenet_weights):
+    path, source = mobilenet_weights
+    encoder = ImageGridEncoder(
+        "mobilenet", alpha=0.25, weights=path, units=3, fine_tune_from="conv_dw_12"
+    )
+    images = _images(64, batch=4)
+    inference = _numpy(encoder(images, training=False))
+    trained = sorted(w.path.split("/")[-2] for w in encoder.trainable_weights)
+    assert trained == sorted([*TUNED_KERNELS, "projection", "projection"])  # kernel, bias
+    statistics = [_numpy(w) for w in encoder.non_trainable_weights]
+    np.testing.assert_array_equal(_numpy(encoder(images, training=True)), inference)
+    for before, after in zip(statistics, encoder.non_trainable_weights, strict=True):
+        np.testing.assert_array_equal(before, _numpy(after))
+
+    # frozen_features: the backbone's output before conv_dw_12, from raw pixels.
+    before = keras.Model(source.input, source.get_layer("conv_pad_12").output)
+    expected = _numpy(before(keras.applications.mobilenet.preprocess_input(images.copy())))
+    frozen = _numpy(encoder.frozen_features(images))
+    _assert_close(frozen, expected)
+    assert encoder.frozen_part.layers[-1].name == "conv_pad_12"
+    assert encoder.tuned_part.layers[1].name == "conv_dw_12"
+
+    # Its twin on those features gives the same regions and has the same weights.
+    twin = ImageGridEncoder(
+        "mobilenet", alpha=0.25, units=3, fine_tune_from="conv_dw_12", from_frozen_features=True
+    )
+    twin.build(frozen.shape)
+    twin.set_weights(encoder.get_weights())
+    _assert_close(_numpy(twin(frozen)), inference)
+    assert twin.compute_output_shape(frozen.shape) == inference.shape
+
+    def layer_names(weights):
+        return [w.path.split("/", 1)[1] for w in weights]  # without the encoder's own name
+
+    assert layer_names(twin.trainable_weights) == layer_names(encoder.trainable_weights)
+
+
+def test_fine_tune_from_gradients_reach_only_the_tuned_layers(mobilenet_weights):
+    path, _ = mobilenet_weights
+    encoder = ImageGridEncoder("mobilenet", alpha=0.25, weights=path, fine_tune_from="conv_dw_13")
+    inputs = keras.Input(shape=(None, None, 3))
+    model = keras.Model(inputs, encoder(inputs))
+    model.compile(keras.optimizers.SGD(0.1), loss="mse")
+    images = _images(64, batch=4)
+    before = {w.path: _numpy(w) for w in model.weights}
+    model.fit(images, np.ones((4, 4, 256), "float32"), epochs=1, verbose=0)
+    changed = sorted(
+        p.split("/")[-2]
+        for p, w in before.items()
+        if not np.array_equal(w, _numpy(next(v for v in model.weights if v.path == p)))
+    )
+    assert changed == ["conv_dw_13", "conv_pw_13"]
+
+
+def test_fine_tune_from_round_trips_through_a_keras_file(mobilenet_weights, tmp_path):
+    path, _ = mobilenet_weights
+    encoder = ImageGridEncoder("mobilenet", alpha=0.25, weights=path, fine_tune_from="conv_dw_12")
+    inputs = keras.Input(shape=(None, None, 3))
+    model = keras.Model(inputs, encoder(inputs))
+    restored = _round_trip(model, tmp_path)
+    restored_encoder = restored.layers[1]
+    assert restored_encoder.get_config() == encoder.get_config()
+    assert len(restored_encoder.weights) == len(encoder.weights)  # the parts add none
+    assert len(restored_encoder.trainable_weights) == len(TUNED_KERNELS)
+    images = _images(64)
+    np.testing.assert_array_equal(_numpy(restored(images)), _numpy(model(images)))
+
+
+@pytest.mark.parametrize(
+    "backbone, arguments, message",
+    [
+        ("mobilenet", {"fine_tune_from": "conv_dw_99"}, "'conv_dw_99' is not a layer of the"),
+        ("resnet50", {"fine_tune_from": "conv2_block1_2_conv"}, "cannot be cut there"),
+    ],
+)
+def test_fine_tune_from_rejects_a_layer_it_cannot_cut_at(backbone, arguments, message):
+    encoder = ImageGridEncoder(backbone, **arguments)
+    with pytest.raises(ValueError, match=message):
+        encoder(_images(32))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"fine_tune_from": "conv_dw_12", "trainable_backbone": True}, "cannot be combined"),
+        ({"from_frozen_features": True}, "needs `fine_tune_from`"),
+    ],
+)
+def test_fine_tune_from_rejects_conflicting_arguments(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        ImageGridEncoder("mobilenet", **arguments)

@@ -70,6 +70,20 @@ class ImageGridEncoder(keras.layers.Layer):
             more channels. A context vector is a weighted sum of regions, so without
             them it says what was attended to but not where it is; with them a
             decoder can tell "left of" from "above".
+        fine_tune_from: Name of a backbone layer (e.g. `"conv_dw_12"`, the start of
+            MobileNet's last two blocks): it and every later backbone layer are
+            fine-tuned, the layers before it stay frozen. BatchNormalization layers
+            stay frozen everywhere (inference mode), as Keras' transfer-learning
+            guide advises for small fine-tuning sets. The backbone must be a chain
+            at that layer: no later layer may read a tensor from before it (true of
+            MobileNet everywhere, of residual backbones only between their blocks).
+            Cannot be combined with `trainable_backbone`. None: `trainable_backbone`
+            decides for the whole backbone.
+        from_frozen_features: With `fine_tune_from`, the layer takes what
+            `frozen_features(images)` returns (the frozen layers' output) instead of
+            images, so those can be computed once and cached while the rest trains.
+            Both variants have the same weights: `set_weights` copies one into the
+            other.
         **kwargs: Standard layer arguments (`name`, `dtype`, `trainable`, ...).
 
     Call arguments:
@@ -85,6 +99,9 @@ class ImageGridEncoder(keras.layers.Layer):
     Attributes:
         backbone_model: The backbone network, a `keras.Model` created when the layer
             is built (with spatial dimensions None, so any image size is accepted).
+        frozen_part, tuned_part: With `fine_tune_from`, the backbone's layers before
+            that layer and from it on, as two `keras.Model`s that share the backbone's
+            layers (None without it).
 
     Example:
 
@@ -107,6 +124,8 @@ class ImageGridEncoder(keras.layers.Layer):
         alpha=None,
         filters=None,
         coordinates=False,
+        fine_tune_from=None,
+        from_frozen_features=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -128,6 +147,15 @@ class ImageGridEncoder(keras.layers.Layer):
                 f"`filters` configures `small_cnn` only; got filters={filters} with "
                 f"backbone {backbone!r}"
             )
+        if fine_tune_from is not None and trainable_backbone is not None:
+            raise ValueError(
+                "`fine_tune_from` trains the backbone from that layer on; it cannot be "
+                f"combined with trainable_backbone={trainable_backbone}"
+            )
+        if fine_tune_from is not None and backbone == "small_cnn":
+            raise ValueError("`fine_tune_from` is for pretrained backbones, not `small_cnn`")
+        if from_frozen_features and fine_tune_from is None:
+            raise ValueError("`from_frozen_features=True` needs `fine_tune_from`")
         if weights not in (None, "imagenet"):
             weights = os.fspath(weights)  # a pathlib.Path would not survive the config
         self.backbone = backbone
@@ -139,6 +167,8 @@ class ImageGridEncoder(keras.layers.Layer):
         self.alpha = alpha
         self.filters = None if filters is None else tuple(int(f) for f in filters)
         self.coordinates = coordinates
+        self.fine_tune_from = fine_tune_from
+        self.from_frozen_features = bool(from_frozen_features)
         # Cleared by `from_config`: a re-created layer gets its weights from elsewhere.
         self._load_backbone_weights = True
         self.projection = (
@@ -149,6 +179,9 @@ class ImageGridEncoder(keras.layers.Layer):
 
     @property
     def backbone_is_trainable(self):
+        """Whether any backbone weight is trained."""
+        if self.fine_tune_from is not None:
+            return True
         if self.trainable_backbone is None:
             return self.backbone_weights is None
         return bool(self.trainable_backbone)
@@ -158,7 +191,8 @@ class ImageGridEncoder(keras.layers.Layer):
             raise ValueError(
                 "ImageGridEncoder needs keras.config.image_data_format() == 'channels_last'"
             )
-        channels = images_shape[-1]
+        # Frozen features in: the backbone is still built whole, for RGB images.
+        channels = 3 if self.from_frozen_features else images_shape[-1]
         weights = self.backbone_weights if self._load_backbone_weights else None
         if weights not in (None, "imagenet") and not os.path.exists(weights):
             raise ValueError(f"Backbone weights file not found: {weights!r}")
@@ -179,12 +213,62 @@ class ImageGridEncoder(keras.layers.Layer):
             )
         # A layer created after `trainable` was set does not inherit it; do it here.
         self.backbone_model.trainable = self.trainable and self.backbone_is_trainable
+        if self.fine_tune_from is not None:
+            self._split_backbone()
         if self.projection is not None:
             self.projection.trainable = self.trainable
             if not self.projection.built:
                 channels = self.backbone_model.output_shape[-1] + (2 if self.coordinates else 0)
                 self.projection.build((None, None, channels))
         self.built = True
+
+    def _split_backbone(self):
+        names = [layer.name for layer in self.backbone_model.layers]
+        if self.fine_tune_from not in names[1:]:
+            raise ValueError(
+                f"fine_tune_from={self.fine_tune_from!r} is not a layer of the "
+                f"{self.backbone!r} backbone; its layers are {', '.join(names[1:])}"
+            )
+        first = names.index(self.fine_tune_from)
+        for index, layer in enumerate(self.backbone_model.layers):
+            tuned = index >= first and not isinstance(layer, keras.layers.BatchNormalization)
+            layer.trainable = tuned and self.backbone_model.trainable
+        cut = self.backbone_model.layers[first - 1].output
+        try:
+            tuned_part = keras.Model(cut, self.backbone_model.output)
+        except ValueError as error:  # a later layer reads a tensor from before the cut
+            raise ValueError(
+                f"fine_tune_from={self.fine_tune_from!r}: the {self.backbone!r} backbone "
+                "cannot be cut there (a later layer reads a tensor from before it); "
+                "choose the first layer of a block"
+            ) from error
+        frozen_part = keras.Model(self.backbone_model.input, cut)
+        # Held outside Keras' tracking: they share the backbone's layers, whose weights
+        # `backbone_model` already tracks (and saves) once.
+        self._parts = _Untracked(frozen_part, tuned_part)
+
+    @property
+    def frozen_part(self):
+        parts = getattr(self, "_parts", None)
+        return None if parts is None else parts.frozen
+
+    @property
+    def tuned_part(self):
+        parts = getattr(self, "_parts", None)
+        return None if parts is None else parts.tuned
+
+    def frozen_features(self, images):
+        """`(batch, h, w, c)`: the frozen backbone layers' output for raw [0, 255] images.
+
+        What a `from_frozen_features=True` twin of this layer takes; they do not
+        change in training, so they can be computed once and cached.
+        """
+        if self.fine_tune_from is None:
+            raise ValueError("frozen_features() needs `fine_tune_from`")
+        if not self.built:
+            self.build(tuple(images.shape))
+        images = ops.cast(images, self.compute_dtype)
+        return self.frozen_part(self.preprocess(images), training=False)
 
     def _small_cnn(self, input_shape):
         dtype = self.dtype_policy
@@ -214,9 +298,16 @@ class ImageGridEncoder(keras.layers.Layer):
 
     def call(self, images, training=None):
         images = ops.cast(images, self.compute_dtype)
-        # A frozen backbone also keeps its BatchNorm statistics: inference mode.
-        backbone_training = training if self.backbone_model.trainable else False
-        features = self.backbone_model(self.preprocess(images), training=backbone_training)
+        if self.fine_tune_from is not None:
+            # BatchNorm stays in inference mode; nothing else in a backbone depends on it.
+            if self.from_frozen_features:
+                features = self.tuned_part(images, training=False)
+            else:
+                features = self.backbone_model(self.preprocess(images), training=False)
+        else:
+            # A frozen backbone also keeps its BatchNorm statistics: inference mode.
+            backbone_training = training if self.backbone_model.trainable else False
+            features = self.backbone_model(self.preprocess(images), training=backbone_training)
         # features: (batch, H, W, C)
         if self.coordinates:
             features = ops.concatenate([features, self._coordinate_channels(features)], -1)
@@ -242,7 +333,12 @@ class ImageGridEncoder(keras.layers.Layer):
     def compute_output_shape(self, images_shape):
         if not self.built:
             self.build(images_shape)
-        _, height, width, channels = self.backbone_model.compute_output_shape(tuple(images_shape))
+        if self.from_frozen_features:
+            _, height, width, channels = self.tuned_part.compute_output_shape(tuple(images_shape))
+        else:
+            _, height, width, channels = self.backbone_model.compute_output_shape(
+                tuple(images_shape)
+            )
         regions = None if height is None or width is None else height * width
         channels += 2 if self.coordinates else 0
         return (images_shape[0], regions, channels if self.units is None else self.units)
@@ -270,6 +366,8 @@ class ImageGridEncoder(keras.layers.Layer):
                 "alpha": self.alpha,
                 "filters": self.filters,
                 "coordinates": self.coordinates,
+                "fine_tune_from": self.fine_tune_from,
+                "from_frozen_features": self.from_frozen_features,
             }
         )
         return config
@@ -282,3 +380,10 @@ class ImageGridEncoder(keras.layers.Layer):
         # not needed and maybe not there.
         layer._load_backbone_weights = False
         return layer
+
+
+class _Untracked:
+    """The two parts of a split backbone, out of sight of Keras' attribute tracking."""
+
+    def __init__(self, frozen, tuned):
+        self.frozen, self.tuned = frozen, tuned
