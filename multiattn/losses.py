@@ -123,7 +123,9 @@ class MaskedCrossEntropy(keras.losses.Loss):
     reduced by Keras with the padding mask as sample weights
     (`reduction="mean_with_sample_weight"`), so that under `tf.distribute` the loss
     is scaled per replica as every Keras loss is. `y_pred` are logits; a
-    `sample_weight` passed when calling multiplies the mask.
+    `sample_weight` passed when calling multiplies the mask: `(batch,)` weighs each
+    sequence (every token of sequence b counts w_b times, so the loss is
+    `sum_bt w_b l_bt m_bt / sum_bt w_b m_bt`), `(batch, T)` each token.
 
     Args:
         label_smoothing: See `token_cross_entropy`.
@@ -141,7 +143,10 @@ class MaskedCrossEntropy(keras.losses.Loss):
     def __call__(self, y_true, y_pred, sample_weight=None):
         mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
         if sample_weight is not None:
-            mask = mask * ops.cast(sample_weight, "float32")
+            sample_weight = ops.cast(sample_weight, "float32")
+            if len(sample_weight.shape) == 1:  # one weight per sequence
+                sample_weight = ops.expand_dims(sample_weight, 1)
+            mask = mask * sample_weight
         return super().__call__(y_true, y_pred, sample_weight=mask)
 
     def call(self, y_true, y_pred):

@@ -21,7 +21,11 @@ class Seq2Seq(keras.Model):
     start token prepended, `target_out` the target followed by the end token, both
     padded with 0. The loss is the cross-entropy over non-padding tokens (optionally
     label-smoothed) plus the attention penalties that are switched on; the metric
-    `accuracy` is the token accuracy over non-padding tokens.
+    `accuracy` is the token accuracy over non-padding tokens. `fit(...,
+    sample_weight=w)` with `w` of shape `(batch,)` weighs each sentence: every token of
+    sentence b counts `w_b` times in the loss and the accuracy (a weight of 0 leaves
+    the sentence out); `(batch, T)` weighs each target token. The penalties are not
+    weighted.
 
     The encoder is any layer that maps a source batch to either `memory` or
     `(memory, memory_mask, encoder_state)` (like `BiLSTMEncoder`; `ImageGridEncoder`
@@ -168,7 +172,8 @@ class Seq2Seq(keras.Model):
         logits = y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
         # Through a Keras loss and the trainer's aggregation, as a compiled loss would
         # be: under tf.distribute each replica's loss is divided by the replica count.
-        loss = self.cross_entropy(y, logits)
+        # `fit(..., sample_weight=w)`: one weight per sentence, or per target token.
+        loss = self.cross_entropy(y, logits, sample_weight=sample_weight)
         for extra in self.losses:
             loss = loss + ops.cast(self._aggregate_additional_loss(extra), loss.dtype)
         if isinstance(y_pred, (tuple, list)) and len(y_pred) > 2:
@@ -214,9 +219,13 @@ class Seq2Seq(keras.Model):
             logits, ops.expand_dims(ops.cast(y, "int32"), -1), axis=-1
         )  # (batch, T, 1)
         correct = ops.greater_equal(ops.squeeze(target_logits, -1), ops.max(logits, axis=-1))
-        self.token_accuracy.update_state(
-            ops.cast(correct, "float32"), sample_weight=ops.cast(ops.not_equal(y, 0), "float32")
-        )
+        token_weights = ops.cast(ops.not_equal(y, 0), "float32")
+        if sample_weight is not None:
+            sample_weight = ops.cast(sample_weight, "float32")
+            if len(sample_weight.shape) == 1:
+                sample_weight = ops.expand_dims(sample_weight, 1)
+            token_weights = token_weights * sample_weight
+        self.token_accuracy.update_state(ops.cast(correct, "float32"), sample_weight=token_weights)
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
     # -- generation ------------------------------------------------------------

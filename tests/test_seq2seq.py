@@ -229,3 +229,51 @@ def test_attention_holds_up_with_length_and_the_bottleneck_does_not():
     assert attention_short > 0.97 and attention_long > 0.95, (accuracy, stopper.epochs_run)
     assert plain_long < plain_short - 0.1, accuracy
     assert attention_long > plain_long + 0.4, accuracy
+
+
+@pytest.mark.parametrize("per_token", [False, True])
+def test_sample_weight_weighs_each_sentence(per_token, rng):
+    """evaluate/fit's `sample_weight` against a NumPy reference of the weighted mean."""
+    source, target_in, target_out, _ = reversal_data(rng, 6, 2, 5)
+    sentence_weights = np.array([1.0, 0.0, 2.0, 0.5, 1.0, 3.0], "float32")
+    weights = sentence_weights
+    if per_token:
+        weights = np.repeat(sentence_weights[:, None], target_out.shape[1], 1)
+        weights[:, 0] *= 2.0  # and the first token twice again
+    model = make_model()
+    logits = keras.ops.convert_to_numpy(model((source, target_in))[0]).astype("float64")
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    token_losses = -np.take_along_axis(log_probs, target_out[..., None], -1)[..., 0]
+    token_weights = (target_out != 0) * (weights if per_token else weights[:, None])
+    want_loss = (token_losses * token_weights).sum() / token_weights.sum()
+    right = logits.argmax(-1) == target_out
+    want_accuracy = (right * token_weights).sum() / token_weights.sum()
+
+    result = model.evaluate(
+        (source, target_in), target_out, sample_weight=weights, batch_size=6, return_dict=True
+    )
+    assert result["loss"] == pytest.approx(want_loss, rel=1e-5)
+    assert result["accuracy"] == pytest.approx(want_accuracy, rel=1e-5)
+    unweighted = model.evaluate((source, target_in), target_out, batch_size=6, return_dict=True)
+    assert unweighted["loss"] != pytest.approx(want_loss, rel=1e-3)
+
+
+def test_a_zero_weight_sentence_has_no_say_in_training(rng):
+    source, target_in, target_out, _ = reversal_data(rng, 8, 2, 5)
+    weights = np.array([1, 1, 1, 1, 0, 0, 0, 0], "float32")
+    models = []
+    for sentences, sample_weight in ((slice(None), weights), (slice(0, 4), None)):
+        keras.utils.set_random_seed(3)
+        model = make_model()
+        model.fit(
+            (source[sentences], target_in[sentences]),
+            target_out[sentences],
+            sample_weight=sample_weight,
+            batch_size=8,
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+        )
+        models.append(model)
+    for weighted, kept in zip(*(m.get_weights() for m in models), strict=True):
+        np.testing.assert_allclose(weighted, kept, rtol=1e-4, atol=1e-6)
