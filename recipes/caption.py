@@ -52,6 +52,13 @@ class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
             "blocks); the layers before it stay frozen and their output is cached"
         },
     )
+    init_from: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "start from the trained model of this run (its vocabulary and "
+            "weights), e.g. to fine-tune it with --fine-tune-from at a low learning rate"
+        },
+    )
     coordinates: bool = dataclasses.field(
         default=True, metadata={"help": "append each region's row and column to its features"}
     )
@@ -326,9 +333,14 @@ def train(config, run):
     started = time.time()
     data = load_splits(config, ("train", "val"))
     vocabulary_path = os.path.join(run, "vocabulary.txt")
-    vocabulary = WordVocabulary.build(
-        [tokenize_caption(c) for refs in data["train"].captions for c in refs], config.min_count
-    )
+    initial = None if config.init_from is None else initial_run(config)
+    if initial is not None:
+        vocabulary = initial[1]  # the words its decoder knows
+    else:
+        vocabulary = WordVocabulary.build(
+            [tokenize_caption(c) for refs in data["train"].captions for c in refs],
+            config.min_count,
+        )
     vocabulary.save(vocabulary_path)
     cli.save_config(config, os.path.join(run, "config.json"))
     print(f"    {len(vocabulary)} words in the vocabulary")
@@ -363,6 +375,8 @@ def train(config, run):
         model = build_model(config, training_encoder, len(vocabulary))
         # Built before fit: BackupAndRestore needs the weights to restore into.
         model.build(((None, *sources["train"].shape[1:]), (None, None)))
+        if initial is not None:  # a resumed training's backup then restores over these
+            start_from(model, initial[0], config.init_from)
 
     def dataset(split, shuffle):
         import tensorflow as tf
@@ -432,6 +446,48 @@ def train(config, run):
     return run
 
 
+def initial_run(config):
+    """`(model, vocabulary)` of the finished run `--init-from` names."""
+    try:
+        initial_config, model, vocabulary = load_run(config.init_from)
+    except cli.UsageError as error:
+        raise cli.UsageError(str(error).replace("--run", "--init-from", 1)) from None
+    tuned = getattr(model.encoder, "fine_tune_from", None)
+    if tuned is not None and config.fine_tune_from != tuned:
+        raise cli.UsageError(
+            f"--init-from: {config.init_from} fine-tuned its backbone from {tuned}; "
+            f"pass --fine-tune-from {tuned} to keep those layers"
+        )
+    for field in ("backbone", "alpha", "image_size", "coordinates"):
+        if getattr(initial_config, field) != getattr(config, field):
+            raise cli.UsageError(
+                f"--init-from: {config.init_from} was trained with --{field.replace('_', '-')}"
+                f"={getattr(initial_config, field)}, not {getattr(config, field)}"
+            )
+    return model, vocabulary
+
+
+def start_from(model, initial, initial_run_path):
+    """Copies the trained decoder and image encoder of `initial` into `model`."""
+    try:
+        model.decoder.set_weights(initial.decoder.get_weights())
+    except ValueError as error:
+        raise cli.UsageError(
+            f"--init-from: the decoder of {initial_run_path} does not fit this one (train with "
+            f"its --units, --embedding-dim, --attention): {str(error).splitlines()[0]}"
+        ) from None
+    if model.encoder.weights:  # not the identity on cached features of a frozen backbone
+        # A twin on cached features (--fine-tune-from) has the image encoder's weights,
+        # in the same order.
+        try:
+            model.encoder.set_weights(initial.encoder.get_weights())
+        except ValueError as error:
+            raise cli.UsageError(
+                f"--init-from: the image encoder of {initial_run_path} does not fit this one: "
+                f"{str(error).splitlines()[0]}"
+            ) from None
+
+
 def caption_scorer(model, sources, captions, vocabulary, config):
     """A callback that puts the val BLEU-4 and CIDEr-D of greedy captions in each epoch's logs."""
     import keras
@@ -479,18 +535,14 @@ def load_run(run):
 
 
 def generate_captions(model, images, config, beam_size, length_penalty=None):
+    from multiattn import BeamSearch, GreedySearch
+
+    max_length = config.max_caption_length + 1
     if beam_size <= 1:
-        return model.generate(
-            images, method="greedy", max_length=config.max_caption_length + 1, batch_size=32
-        )
-    result = model.generate(
-        images,
-        method="beam",
-        beam_size=beam_size,
-        max_length=config.max_caption_length + 1,
-        batch_size=32,
-        length_penalty=config.length_penalty if length_penalty is None else length_penalty,
-    )
+        return model.generate(images, search=GreedySearch(), max_length=max_length, batch_size=32)
+    length_penalty = config.length_penalty if length_penalty is None else length_penalty
+    search = BeamSearch(beam_size=beam_size, length_penalty=length_penalty)
+    result = model.generate(images, search=search, max_length=max_length, batch_size=32)
     return {key: value[:, 0] for key, value in result.items()}
 
 

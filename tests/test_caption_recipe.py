@@ -231,3 +231,29 @@ def test_fine_tune_from_needs_pretrained_weights(capsys):
     argv = ["train", *SCENES, *TINY, "--backbone", "mobilenet", "--fine-tune-from", "conv_dw_12"]
     assert cli.run_main(caption.main, argv) == 2
     assert "--fine-tune-from needs pretrained --weights" in capsys.readouterr().err
+
+
+def test_init_from_starts_from_a_trained_run(tmp_path, capsys):
+    import keras
+
+    base = tmp_path / "base"
+    assert caption.main(["train", *SCENES, *TINY, "--out", str(base)]) == 0
+    run = tmp_path / "run"
+    # A learning rate of 1e-12: whatever the model starts from, it ends there.
+    argv = ["train", *SCENES, *TINY, "--init-from", str(base), "--learning-rate", "1e-12"]
+    assert caption.main([*argv, "--out", str(run)]) == 0
+    assert (run / "vocabulary.txt").read_text() == (base / "vocabulary.txt").read_text()
+    models = [keras.saving.load_model(r / "model.keras", safe_mode=True) for r in (base, run)]
+    started, ended = ([w.numpy() for w in m.trainable_weights] for m in models)
+    assert len(started) == len(ended) > 0
+    for before, after in zip(started, ended, strict=True):
+        np.testing.assert_allclose(after, before, atol=1e-6)
+    assert json.loads((run / "config.json").read_text())["init_from"] == str(base)
+
+    capsys.readouterr()
+    wider = [*argv, "--units", "24", "--out", str(tmp_path / "wider")]
+    assert cli.run_main(caption.main, wider) == 2
+    assert "--init-from: the decoder of" in capsys.readouterr().err
+    missing = [*argv[:-3], str(tmp_path / "nothing"), "--out", str(tmp_path / "other")]
+    assert cli.run_main(caption.main, missing) == 2
+    assert "--init-from: no such directory" in capsys.readouterr().err
