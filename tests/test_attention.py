@@ -204,21 +204,80 @@ def test_mixed_precision(policy, name, rng):
     np.testing.assert_allclose(context, expected_context, atol=0.1)
 
 
-@pytest.mark.parametrize("name", ALL_NAMES)
-def test_gradients_reach_every_weight(name, rng):
+# luong-dot without a scale has no weights, so it is left out here; its gradients (and
+# every other variant's) are checked against the inputs below.
+WEIGHTED_VARIANTS = [
+    ("bahdanau", {"use_coverage": True}),
+    ("bahdanau", {"normalize": True}),
+    ("luong-dot", {"use_scale": True}),
+    ("luong-general", {}),
+    ("luong-concat", {}),
+    ("key-value", {}),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", WEIGHTED_VARIANTS)
+def test_gradients_reach_every_weight(name, kwargs, rng):
     import tensorflow as tf
 
-    layer = make_layer(name, **({"use_coverage": True} if name == "bahdanau" else {}))
+    layer = make_layer(name, **kwargs)
     query, value = inputs(rng)
-    coverage = {"coverage": np.ones((2, 3, 5), "float32")} if name == "bahdanau" else {}
+    coverage = {"coverage": np.ones((2, 3, 5), "float32")} if kwargs.get("use_coverage") else {}
     with tf.GradientTape() as tape:
         context, _ = layer(query, value, **coverage)
         loss = keras.ops.sum(context**2)
     gradients = tape.gradient(loss, layer.trainable_variables)
-    assert len(gradients) == len(layer.weights) > 0 or name == "luong-dot"
+    assert len(gradients) == len(layer.weights) > 0
     for variable, gradient in zip(layer.trainable_variables, gradients, strict=True):
         assert gradient is not None, variable.path
         assert np.any(np.asarray(gradient) != 0), variable.path
+
+
+def np_loss(layer, query, value, value_mask):
+    """`sum(context**2)` of the NumPy reference, in float64."""
+    weights = np_softmax(np_scores(layer, query, value), value_mask)
+    return np.sum((weights @ np_values(layer, value)) ** 2)
+
+
+def np_numeric_gradient(function, array, step=1e-5):
+    """Central finite differences of `function` with respect to each entry of `array`."""
+    array = array.astype("float64")
+    gradient = np.zeros_like(array)
+    for index in np.ndindex(array.shape):
+        plus, minus = array.copy(), array.copy()
+        plus[index] += step
+        minus[index] -= step
+        gradient[index] = (function(plus) - function(minus)) / (2 * step)
+    return gradient
+
+
+@pytest.mark.parametrize("name,kwargs", LAYER_VARIANTS)
+def test_input_gradients_match_finite_differences(name, kwargs, rng):
+    """Gradients reach the query and the memory, luong-dot's included (it has no weights)."""
+    import tensorflow as tf
+
+    layer = make_layer(name, **kwargs)
+    query, value = inputs(rng)
+    value_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 1, 0]], bool)
+    layer.build(query.shape, value.shape)
+    for variable in layer.weights:
+        variable.assign(variable + rng.normal(size=variable.shape).astype("float32") * 0.3)
+    query_tensor, value_tensor = tf.constant(query), tf.constant(value)
+    with tf.GradientTape() as tape:
+        tape.watch([query_tensor, value_tensor])
+        context, _ = layer(query_tensor, value_tensor, value_mask=value_mask)
+        loss = keras.ops.sum(context**2)
+    query_gradient, value_gradient = (
+        np.asarray(g) for g in tape.gradient(loss, [query_tensor, value_tensor])
+    )
+
+    expected_query = np_numeric_gradient(lambda q: np_loss(layer, q, value, value_mask), query)
+    expected_value = np_numeric_gradient(lambda v: np_loss(layer, query, v, value_mask), value)
+    np.testing.assert_allclose(query_gradient, expected_query, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(value_gradient, expected_value, rtol=1e-3, atol=1e-4)
+    # Masked memory positions take no part, so they get exactly no gradient.
+    assert np.all(value_gradient[1, [2, 4]] == 0.0)
+    assert np.all(np.abs(value_gradient[:, :2]) > 0)
 
 
 @pytest.mark.parametrize("name,kwargs", LAYER_VARIANTS)
