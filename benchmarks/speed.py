@@ -218,14 +218,18 @@ def measure_decoding(model, sizes, task, method):
     batches = [batch_arrays(sizes, task, seed)[0] for seed in range(sizes.decode_batches)]
     source = np.concatenate(batches)
     steps = sizes.target_len if task == "translate" else sizes.caption_len
+    from multiattn import BeamSearch, GreedySearch
+
     # min_length = max_length forbids the end token: every hypothesis runs every step,
     # so the work does not depend on what the untrained model happens to predict.
-    options = {"max_length": steps, "min_length": steps, "batch_size": sizes.batch}
     if method == "beam":
-        options["beam_size"] = sizes.beam_size
-    model.generate(source[: sizes.batch], method=method, **options)  # compiles
+        search = BeamSearch(beam_size=sizes.beam_size, length_penalty=0.0, min_length=steps)
+    else:
+        search = GreedySearch(min_length=steps)
+    options = {"search": search, "max_length": steps, "batch_size": sizes.batch}
+    model.generate(source[: sizes.batch], **options)  # compiles
     with Timer() as timer:
-        model.generate(source, method=method, **options)
+        model.generate(source, **options)
     return timer.wall / len(source), timer.cpu / len(source), steps
 
 

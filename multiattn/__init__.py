@@ -5,7 +5,14 @@ from multiattn.attention import BahdanauAttention, KeyValueAttention, LuongAtten
 from multiattn.decoders import AttentionDecoder, PlainDecoder
 from multiattn.encoders import BiLSTMEncoder, ImageGridEncoder
 from multiattn.losses import MaskedCrossEntropy
-from multiattn.search import beam_search, greedy_search, sample
+from multiattn.search import (
+    BeamSearch,
+    GreedySearch,
+    RandomSampling,
+    beam_search,
+    greedy_search,
+    sample,
+)
 from multiattn.seq2seq import Seq2Seq
 
 __version__ = "0.1.0"
@@ -13,12 +20,15 @@ __version__ = "0.1.0"
 __all__ = [
     "AttentionDecoder",
     "BahdanauAttention",
+    "BeamSearch",
     "BiLSTMEncoder",
+    "GreedySearch",
     "ImageGridEncoder",
     "KeyValueAttention",
     "LuongAttention",
     "MaskedCrossEntropy",
     "PlainDecoder",
+    "RandomSampling",
     "Seq2Seq",
     "__version__",
     "attention",

@@ -21,6 +21,10 @@ where
 The batch size is read from the first tensor of `initial_state`, else of `constants`,
 else from `source_mask`, so at least one of them must be given.
 
+The search objects `GreedySearch`, `BeamSearch` and `RandomSampling` hold the settings
+of these functions (and sampling's seed), as keras-hub's samplers do; `Seq2Seq.generate`
+takes them, and calling one runs its function over a step function.
+
 Every search runs as one `keras.ops.while_loop` over fixed-size buffers, so it works
 eagerly and inside a `tf.function` (or a JAX `jit`). Inside a traced function
 `max_length` may be a scalar int tensor (except with `no_repeat_ngram_size`, which
@@ -107,10 +111,10 @@ def greedy_search(
     ([[4, 3, 2, 0, 0]], 3)
     """
 
-    def choose(log_probs):
-        return ops.cast(ops.argmax(log_probs, axis=-1), "int32")
+    def choose(log_probs, seed_state):
+        return ops.cast(ops.argmax(log_probs, axis=-1), "int32"), seed_state
 
-    return _decode_single_path(
+    result, _ = _decode_single_path(
         step_fn,
         initial_state,
         constants,
@@ -121,6 +125,7 @@ def greedy_search(
         max_length=max_length,
         min_length=min_length,
     )
+    return result
 
 
 def sample(
@@ -154,7 +159,9 @@ def sample(
         seed: An integer, `None`, or a `keras.random.SeedGenerator`. With the same
             integer, eager calls return the same samples. Inside a `tf.function`, pass
             a `SeedGenerator` created outside it (a new generator is a variable, and
-            `tf.function` cannot create variables on every call).
+            `tf.function` cannot create variables on every call). Under `jax.jit`,
+            map the generator's state in a `keras.StatelessScope` and read its new
+            value back, as `Seq2Seq.generate` does.
         min_length: `end_id` is forbidden until `min_length` tokens were generated.
 
     Returns:
@@ -182,17 +189,26 @@ def sample(
         seed_generator = seed
     else:
         seed_generator = keras.random.SeedGenerator(seed)
+    # JAX traces the loop body once: a seed generator updated inside it would leak a
+    # tracer and give every step the same seed. There the generator's state travels in
+    # the loop's carry, advanced as `SeedGenerator.next` does, and is written back after
+    # the loop (under `jax.jit`, into the enclosing `keras.StatelessScope`).
+    carry_seed = keras.config.backend() == "jax"
 
-    def choose(log_probs):
+    def choose(log_probs, seed_state):
         logits = log_probs / temperature
         if top_k > 0:
             k = min(top_k, log_probs.shape[-1] or top_k)
             kth_best = ops.top_k(logits, k)[0][:, -1:]  # (batch, 1)
             logits = ops.where(logits < kth_best, _NEG_INF, logits)
-        tokens = keras.random.categorical(logits, 1, dtype="int32", seed=seed_generator)
-        return tokens[:, 0]
+        step_seed = seed_generator
+        if carry_seed:
+            step_seed = seed_state
+            seed_state = seed_state + ops.convert_to_tensor([0, 1], dtype=seed_state.dtype)
+        tokens = keras.random.categorical(logits, 1, dtype="int32", seed=step_seed)
+        return tokens[:, 0], seed_state
 
-    return _decode_single_path(
+    result, seed_state = _decode_single_path(
         step_fn,
         initial_state,
         constants,
@@ -202,7 +218,11 @@ def sample(
         end_id=end_id,
         max_length=max_length,
         min_length=min_length,
+        seed_state=seed_generator.state.value if carry_seed else None,
     )
+    if carry_seed:
+        seed_generator.state.assign(seed_state)
+    return result
 
 
 def beam_search(
@@ -398,6 +418,364 @@ def beam_search(
     }
 
 
+# -- search objects ---------------------------------------------------------------
+class Search:
+    """Base class of the search objects that `Seq2Seq.generate` takes.
+
+    A search object holds the settings of one way of decoding (and, for sampling, its
+    random seed), in the spirit of keras-hub's samplers; calling it runs the search
+    function over a step function. Subclasses implement `__call__` and `get_config`,
+    and list the variables they change (seed states) in `variables`, so a compiled
+    generate function can pass them in and write them back.
+
+    Args:
+        min_length: `end_id` is forbidden until `min_length` tokens were generated.
+
+    Call arguments:
+        step_fn: `logits, new_state, attention = step_fn(token_ids, state, constants)`,
+            see the module docstring.
+        initial_state: Tuple of tensors with leading dimension `batch` (may be `()`).
+        constants: Tuple of tensors with leading dimension `batch` passed unchanged
+            to every step.
+        start_id: Token fed at the first step; it is not part of the output.
+        end_id: Token that ends a hypothesis.
+        max_length: Maximum number of generated tokens (end token included); a
+            Python int, or a scalar int tensor inside a traced function.
+        source_mask: Optional boolean `(batch, source_length)`, true on real source
+            positions.
+
+    Returns:
+        The dict of the search function (see the module docstring).
+    """
+
+    def __init__(self, min_length=0):
+        if min_length < 0:
+            raise ValueError(f"`min_length` must be non-negative, got min_length={min_length}")
+        self.min_length = int(min_length)
+
+    @property
+    def variables(self):
+        """The variables a call changes (random seed states); empty if it changes none."""
+        return []
+
+    def __call__(
+        self,
+        step_fn,
+        initial_state,
+        constants=(),
+        *,
+        start_id,
+        end_id,
+        max_length,
+        source_mask=None,
+    ):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"min_length": self.min_length}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def cache_key(self):
+        """A hashable key: equal for searches a compiled generate function can share.
+
+        The settings, and for a search with variables the object itself (a compiled
+        TensorFlow function holds on to the variables it read).
+        """
+        key = (type(self).__name__, tuple(sorted(self.get_config().items())))
+        return (*key, id(self)) if self.variables else key
+
+    def __repr__(self):
+        settings = ", ".join(f"{name}={value!r}" for name, value in self.get_config().items())
+        return f"{type(self).__name__}({settings})"
+
+
+@keras.saving.register_keras_serializable(package="multiattn")
+class GreedySearch(Search):
+    """Greedy search: the most probable token at every step (`greedy_search`).
+
+    Args:
+        min_length: `end_id` is forbidden until `min_length` tokens were generated.
+
+    Call arguments:
+        As `Search`.
+
+    Returns:
+        The dict of `greedy_search`: `"tokens"` int32 `(batch, max_length)`,
+        `"lengths"` int32 `(batch,)`, `"log_probs"` and `"scores"` float32 `(batch,)`,
+        `"attention"` float32 `(batch, max_length, source_length)` or `None`.
+
+    Example:
+
+    >>> tables = ops.convert_to_tensor([[
+    ...     [0.1, 0.1, 0.1, 0.1, 0.6],  # after 0 (also the start token)
+    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (never fed)
+    ...     [0.2, 0.2, 0.2, 0.2, 0.2],  # after 2 (end)
+    ...     [0.1, 0.1, 0.7, 0.1, 0.0],  # after 3
+    ...     [0.1, 0.1, 0.1, 0.7, 0.0],  # after 4
+    ... ]])  # one sentence, vocabulary of 5, next-token probabilities
+    >>> def step_fn(token_ids, state, constants):
+    ...     (tables,) = constants  # (batch, vocab, vocab)
+    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+    ...     return logits, state, None  # no state, no attention
+    >>> search = GreedySearch()
+    >>> result = search(step_fn, (), (tables,), start_id=0, end_id=2, max_length=5)
+    >>> ops.convert_to_numpy(result["tokens"]).tolist()
+    [[4, 3, 2, 0, 0]]
+    """
+
+    def __call__(
+        self,
+        step_fn,
+        initial_state,
+        constants=(),
+        *,
+        start_id,
+        end_id,
+        max_length,
+        source_mask=None,
+    ):
+        return greedy_search(
+            step_fn,
+            initial_state,
+            constants,
+            start_id=start_id,
+            end_id=end_id,
+            max_length=max_length,
+            min_length=self.min_length,
+            source_mask=source_mask,
+        )
+
+
+@keras.saving.register_keras_serializable(package="multiattn")
+class BeamSearch(Search):
+    """Beam search with GNMT length and coverage penalties (`beam_search`).
+
+    Args:
+        beam_size: Number of hypotheses kept per sentence.
+        length_penalty: GNMT `alpha`; positive values favour longer hypotheses
+            (`beam_search`'s own default is 0: no penalty).
+        coverage_penalty: GNMT `beta`; positive values favour hypotheses whose
+            attention covers the source (needs a decoder with attention).
+        num_return: Number of hypotheses returned per sentence, best first
+            (`1 <= num_return <= beam_size`).
+        no_repeat_ngram_size: If `n > 0`, a token is forbidden when it would repeat
+            an n-gram of the hypothesis.
+        min_length: `end_id` is forbidden until `min_length` tokens were generated.
+
+    Call arguments:
+        As `Search`; `source_mask` is used by the coverage penalty.
+
+    Returns:
+        The dict of `beam_search`: `"tokens"` int32 `(batch, num_return, max_length)`,
+        `"lengths"` int32 `(batch, num_return)`, `"scores"` (penalties included) and
+        `"log_probs"` float32 `(batch, num_return)`, `"attention"` float32
+        `(batch, num_return, max_length, source_length)` or `None`.
+
+    Example:
+
+    >>> tables = ops.convert_to_tensor([[
+    ...     [0.1, 0.1, 0.0, 0.45, 0.35],  # after 0 (also the start token)
+    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (end; fed only to finished beams)
+    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 2 (never fed)
+    ...     [0.2, 0.3, 0.0, 0.25, 0.25],  # after 3: greedy's first choice, then a dead end
+    ...     [0.05, 0.9, 0.0, 0.0, 0.05],  # after 4
+    ... ]])  # one sentence, vocabulary of 5, next-token probabilities
+    >>> def step_fn(token_ids, state, constants):
+    ...     (tables,) = constants  # (batch, vocab, vocab)
+    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+    ...     return logits, state, None  # no state, no attention
+    >>> search = BeamSearch(beam_size=2, length_penalty=0.0, num_return=2)
+    >>> result = search(step_fn, (), (tables,), start_id=0, end_id=1, max_length=4)
+    >>> ops.convert_to_numpy(result["tokens"]).tolist()
+    [[[4, 1, 0, 0], [3, 1, 0, 0]]]
+    """
+
+    def __init__(
+        self,
+        beam_size=4,
+        length_penalty=0.6,
+        coverage_penalty=0.0,
+        num_return=1,
+        no_repeat_ngram_size=0,
+        min_length=0,
+    ):
+        super().__init__(min_length=min_length)
+        if beam_size < 1:
+            raise ValueError(f"`beam_size` must be at least 1, got beam_size={beam_size}")
+        if not 1 <= num_return <= beam_size:
+            raise ValueError(
+                f"`num_return` must be in [1, beam_size={beam_size}], got num_return={num_return}"
+            )
+        if no_repeat_ngram_size < 0:
+            raise ValueError(
+                f"`no_repeat_ngram_size` must be non-negative, got {no_repeat_ngram_size}"
+            )
+        self.beam_size = int(beam_size)
+        self.length_penalty = float(length_penalty)
+        self.coverage_penalty = float(coverage_penalty)
+        self.num_return = int(num_return)
+        self.no_repeat_ngram_size = int(no_repeat_ngram_size)
+
+    def __call__(
+        self,
+        step_fn,
+        initial_state,
+        constants=(),
+        *,
+        start_id,
+        end_id,
+        max_length,
+        source_mask=None,
+    ):
+        return beam_search(
+            step_fn,
+            initial_state,
+            constants,
+            start_id=start_id,
+            end_id=end_id,
+            beam_size=self.beam_size,
+            max_length=max_length,
+            min_length=self.min_length,
+            length_penalty=self.length_penalty,
+            coverage_penalty=self.coverage_penalty,
+            num_return=self.num_return,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+            source_mask=source_mask,
+        )
+
+    def get_config(self):
+        return {
+            "beam_size": self.beam_size,
+            "length_penalty": self.length_penalty,
+            "coverage_penalty": self.coverage_penalty,
+            "num_return": self.num_return,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+            "min_length": self.min_length,
+        }
+
+
+@keras.saving.register_keras_serializable(package="multiattn")
+class RandomSampling(Search):
+    """Sampling from the model's tempered, top-k cut distribution (`sample`).
+
+    The object owns its seed: a `keras.random.SeedGenerator` created here, advanced
+    by every call. Two calls of one object give different samples; two objects made
+    with the same integer `seed` give the same samples, call for call. Under `jax.jit`
+    the generator's state is an input of the compiled function and its new value is
+    written back, as keras-hub does with its samplers' seeds.
+
+    Args:
+        temperature: Positive float; the log-probabilities are divided by it before
+            sampling (below 1 sharpens, above 1 flattens the distribution).
+        top_k: Sample only among the `top_k` most probable tokens of each step
+            (tokens tied with the k-th are kept too); `None` (or 0) means no cut.
+        seed: An integer for reproducible samples, or `None` for a random seed.
+        min_length: `end_id` is forbidden until `min_length` tokens were generated.
+
+    Call arguments:
+        As `Search` (`source_mask` is not used).
+
+    Returns:
+        The dict of `sample`: shapes as for `GreedySearch`; `"log_probs"` and
+        `"scores"` are the summed log-probabilities of the sampled tokens under the
+        model itself (before the temperature and the top-k cut).
+
+    Example:
+
+    >>> tables = ops.ones((2, 6, 6)) / 6  # two sentences, uniform next-token probabilities
+    >>> def step_fn(token_ids, state, constants):
+    ...     (tables,) = constants  # (batch, vocab, vocab)
+    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+    ...     return logits, state, None  # no state, no attention
+    >>> options = {"start_id": 0, "end_id": 1, "max_length": 4}
+    >>> first = RandomSampling(top_k=3, seed=7)(step_fn, (), (tables,), **options)
+    >>> again = RandomSampling(top_k=3, seed=7)(step_fn, (), (tables,), **options)
+    >>> bool(ops.all(first["tokens"] == again["tokens"]))
+    True
+    """
+
+    def __init__(self, temperature=1.0, top_k=None, seed=None, min_length=0):
+        super().__init__(min_length=min_length)
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be positive, got temperature={temperature}")
+        if top_k is not None and top_k < 0:
+            raise ValueError(f"`top_k` must be None (no cut) or positive, got top_k={top_k}")
+        self.temperature = float(temperature)
+        self.top_k = None if not top_k else int(top_k)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    @property
+    def variables(self):
+        return [self.seed_generator.state]
+
+    def __call__(
+        self,
+        step_fn,
+        initial_state,
+        constants=(),
+        *,
+        start_id,
+        end_id,
+        max_length,
+        source_mask=None,
+    ):
+        return sample(
+            step_fn,
+            initial_state,
+            constants,
+            start_id=start_id,
+            end_id=end_id,
+            max_length=max_length,
+            temperature=self.temperature,
+            top_k=self.top_k or 0,
+            seed=self.seed_generator,
+            min_length=self.min_length,
+        )
+
+    def get_config(self):
+        return {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "seed": self.seed,
+            "min_length": self.min_length,
+        }
+
+
+SEARCHES = {"greedy": GreedySearch, "beam": BeamSearch, "sample": RandomSampling}
+
+
+def get(identifier):
+    """A search object from a name (a new one with default settings) or an object.
+
+    Args:
+        identifier: `"greedy"`, `"beam"`, `"sample"`, or a `Search` object (returned
+            as it is).
+
+    Returns:
+        A `Search`.
+
+    Example:
+
+    >>> get("beam").beam_size, get(BeamSearch(beam_size=5)).beam_size
+    (4, 5)
+    """
+    if isinstance(identifier, Search):
+        return identifier
+    if isinstance(identifier, str) and identifier in SEARCHES:
+        return SEARCHES[identifier]()
+    raise ValueError(
+        f"`search` must be one of {tuple(SEARCHES)} or a `multiattn.search.Search` "
+        f"object, got {identifier!r}"
+    )
+
+
 # -- shared -------------------------------------------------------------------------
 def _decode_single_path(
     step_fn,
@@ -410,8 +788,14 @@ def _decode_single_path(
     end_id,
     max_length,
     min_length,
+    seed_state=None,
 ):
-    """The loop of greedy search and sampling: one hypothesis per sentence."""
+    """The loop of greedy search and sampling: one hypothesis per sentence.
+
+    `tokens, seed_state = choose(log_probs, seed_state)` picks each step's tokens;
+    `seed_state` (a tensor, or `None`) is carried through the loop. Returns the
+    result dict and the last `seed_state`.
+    """
     _check_lengths(max_length, min_length)
     initial_state, constants = _as_tuple(initial_state), _as_tuple(constants)
     batch_size = _batch_size(initial_state, constants, source_mask)
@@ -420,7 +804,7 @@ def _decode_single_path(
         step, finished = carry["step"], carry["finished"]
         log_probs = _step_log_probs(logits, step, end_id=end_id, min_length=min_length)
         log_probs = _continue_finished(log_probs, finished, end_id)
-        tokens = choose(log_probs)  # (batch,)
+        tokens, seed_state = choose(log_probs, carry.get("seed_state"))  # (batch,)
         token_log_probs = ops.take_along_axis(log_probs, tokens[:, None], axis=-1)[:, 0]
         new_carry = {
             "step": step + 1,
@@ -434,6 +818,8 @@ def _decode_single_path(
         if "attention" in carry:
             attention = ops.where(finished[:, None], 0.0, ops.cast(attention, "float32"))
             new_carry["attention"] = _write(carry["attention"], step, attention)
+        if seed_state is not None:
+            new_carry["seed_state"] = seed_state
         return new_carry
 
     carry = {
@@ -445,14 +831,17 @@ def _decode_single_path(
         "lengths": ops.zeros((batch_size,), dtype="int32"),
         "tokens": ops.zeros((batch_size, max_length), dtype="int32"),
     }
+    if seed_state is not None:
+        carry["seed_state"] = seed_state
     carry = _run_loop(step_fn, constants, carry, advance, max_length)
-    return {
+    result = {
         "tokens": carry["tokens"],
         "lengths": carry["lengths"],
         "scores": carry["log_probs"],
         "log_probs": carry["log_probs"],
         "attention": carry.get("attention"),
     }
+    return result, carry.get("seed_state")
 
 
 def _run_loop(step_fn, constants, carry, advance, max_length):

@@ -156,12 +156,12 @@ def _write(archive, out):
 # -- search --------------------------------------------------------------------------------
 def search_tokens(model, source, max_length, beam_size, length_penalty=0.0):
     """Tokens of the best hypothesis `(batch, max_length)`, as the recipes search."""
+    from multiattn import BeamSearch, GreedySearch
+
     if beam_size <= 1:
-        return model.search(source, "greedy", max_length)["tokens"]
-    result = model.search(
-        source, "beam", max_length, beam_size=beam_size, length_penalty=length_penalty
-    )
-    return result["tokens"][:, 0]
+        return model.search(source, GreedySearch(), max_length)["tokens"]
+    search = BeamSearch(beam_size=beam_size, length_penalty=length_penalty)
+    return model.search(source, search, max_length)["tokens"][:, 0]
 
 
 # -- text ----------------------------------------------------------------------------------

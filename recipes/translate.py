@@ -261,22 +261,16 @@ def load_run(run):
 
 def translate_ids(model, source_ids, beam_size, max_length, length_penalty, batch_size=64):
     """Greedy (beam_size 1) or beam search; returns the result dict with one hypothesis."""
+    from multiattn import BeamSearch, GreedySearch
     from recipes.data.text import pad_batch
 
     source = pad_batch(source_ids)
     if beam_size <= 1:
-        result = model.generate(
-            source, method="greedy", max_length=max_length, batch_size=batch_size
+        return model.generate(
+            source, search=GreedySearch(), max_length=max_length, batch_size=batch_size
         )
-        return result
-    result = model.generate(
-        source,
-        method="beam",
-        beam_size=beam_size,
-        max_length=max_length,
-        length_penalty=length_penalty,
-        batch_size=batch_size,
-    )
+    search = BeamSearch(beam_size=beam_size, length_penalty=length_penalty)
+    result = model.generate(source, search=search, max_length=max_length, batch_size=batch_size)
     return {key: value[:, 0] for key, value in result.items()}
 
 

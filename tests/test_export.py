@@ -134,7 +134,7 @@ def test_detokenizers_match_the_vocabularies():
 # -- search --------------------------------------------------------------------------------
 @pytest.mark.parametrize("beam_size, length_penalty, limit", [(1, 0.0, 6), (3, 2.0, 8)])
 def test_search_with_a_tensor_limit_matches_generate(beam_size, length_penalty, limit):
-    from multiattn import AttentionDecoder, BiLSTMEncoder, Seq2Seq
+    from multiattn import AttentionDecoder, BeamSearch, BiLSTMEncoder, GreedySearch, Seq2Seq
 
     keras.utils.set_random_seed(0)  # a model whose hypotheses often end before the limit
     model = Seq2Seq(BiLSTMEncoder(30, 8, 16), AttentionDecoder(30, 8, 16), start_id=1, end_id=2)
@@ -142,10 +142,10 @@ def test_search_with_a_tensor_limit_matches_generate(beam_size, length_penalty, 
     lengths = rng.integers(1, 7, 64)
     source = np.where(np.arange(6) < lengths[:, None], rng.integers(3, 30, (64, 6)), 0)
     source = source.astype("int32")
-    method = {"method": "greedy"}
+    search = GreedySearch()
     if beam_size > 1:
-        method = {"method": "beam", "beam_size": beam_size, "length_penalty": length_penalty}
-    expected = model.generate(source, max_length=limit, **method)["tokens"]
+        search = BeamSearch(beam_size=beam_size, length_penalty=length_penalty)
+    expected = model.generate(source, search=search, max_length=limit)["tokens"]
     expected = expected[:, 0] if beam_size > 1 else expected
 
     @tf.function

@@ -268,12 +268,12 @@ def test_hard_attention_trains_saves_and_loads(name, policy, rng, tmp_path):
     history = model.fit((source, target_in), target_out, epochs=2, batch_size=16, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert float(model.reward_baseline) < 0
-    result = model.generate(source[:4], method="greedy", max_length=7)
+    result = model.generate(source[:4], search="greedy", max_length=7)
     path = tmp_path / "hard.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert loaded.decoder.attention.hard and loaded.entropy_weight == 0.01
     assert float(loaded.reward_baseline) == float(model.reward_baseline)
-    again = loaded.generate(source[:4], method="greedy", max_length=7)
+    again = loaded.generate(source[:4], search="greedy", max_length=7)
     np.testing.assert_array_equal(result["tokens"], again["tokens"])
     assert ops.convert_to_numpy(result["attention"]).max() < 1.0  # expected, not sampled

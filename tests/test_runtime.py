@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from recipe_flags import CAPTION, TRANSLATE
 
+from multiattn.search import BeamSearch, GreedySearch
 from recipes import caption, cli, runtime, translate
 from recipes.data.generated import number_phrase_corpus
 from recipes.data.text import pad_batch
@@ -301,8 +302,9 @@ def check_search(model, source, longer, max_length):
     For token sources, padded positions get exactly zero attention, and `longer` (the
     same sources with more padding) gives the same tokens and attention.
     """
-    for method in ("greedy", "beam"):
-        result = model.generate(source, method=method, beam_size=2, max_length=max_length)
+    searches = {"greedy": GreedySearch(), "beam": BeamSearch(beam_size=2, length_penalty=0.0)}
+    for method, search in searches.items():
+        result = model.generate(source, search=search, max_length=max_length)
         if method == "beam":
             result = {key: value[:, 0] for key, value in result.items()}
         assert np.isfinite(result["scores"]).all()
@@ -316,7 +318,7 @@ def check_search(model, source, longer, max_length):
             assert (attention[padded] == 0).all()  # exactly: masked, not merely small
         if longer is None:
             continue
-        longer_result = model.generate(longer, method=method, beam_size=2, max_length=max_length)
+        longer_result = model.generate(longer, search=search, max_length=max_length)
         if method == "beam":
             longer_result = {key: value[:, 0] for key, value in longer_result.items()}
         np.testing.assert_array_equal(longer_result["tokens"], result["tokens"])

@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 from keras import ops
 
-from multiattn.search import beam_search, greedy_search, sample
+from multiattn import search as search_module
+from multiattn.search import (
+    BeamSearch,
+    GreedySearch,
+    RandomSampling,
+    beam_search,
+    greedy_search,
+    sample,
+)
 
 START, END = 0, 1
 SUMS = 3  # the stateful model indexes its table by the token sum modulo SUMS
@@ -37,7 +45,28 @@ class TableModel:
         self.vocab_size = self.logits.shape[-1]
         self.attention = attention
         self.logits_dtype = logits_dtype
-        self.calls = 0
+        self._calls = 0
+
+    @property
+    def calls(self):
+        """How many steps ran (each step of a loop, not each trace of its body)."""
+        if keras.config.backend() == "jax":
+            import jax
+
+            jax.effects_barrier()  # every callback of the search has run
+        return self._calls
+
+    def _count_call(self):
+        self._calls += 1
+
+    def count_call(self):
+        if keras.config.backend() == "jax":
+            import jax
+
+            # JAX traces a `while_loop` body once: count the runs, not the traces.
+            jax.debug.callback(self._count_call)
+        else:
+            self._count_call()
 
     def inputs(self):
         """`(initial_state, constants)` of the model."""
@@ -46,7 +75,7 @@ class TableModel:
         return state, (self.logits,)
 
     def step(self, token_ids, state, constants):
-        self.calls += 1
+        self.count_call()
         (table,) = constants
         rows = ops.arange(ops.shape(token_ids)[0], dtype="int32") * self.vocab_size + token_ids
         if self.stateful:
@@ -600,7 +629,148 @@ def test_sampling_follows_the_tempered_top_k_distribution(temperature, top_k):
     np.testing.assert_allclose(frequencies, expected, atol=0.03)
 
 
+# -- search objects ----------------------------------------------------------------------
+def run_object(search, model, **kwargs):
+    """Runs the search object `search` on `model`; numpy results as `run`'s."""
+    return run(lambda *args, **options: search(*args, **options), model, **kwargs)
+
+
+SEARCH_OBJECTS = {
+    "greedy": (GreedySearch(min_length=2), greedy_search, {"min_length": 2}),
+    "beam": (
+        BeamSearch(
+            beam_size=3,
+            length_penalty=0.6,
+            coverage_penalty=0.2,
+            num_return=2,
+            no_repeat_ngram_size=2,
+            min_length=1,
+        ),
+        beam_search,
+        {
+            "beam_size": 3,
+            "length_penalty": 0.6,
+            "coverage_penalty": 0.2,
+            "num_return": 2,
+            "no_repeat_ngram_size": 2,
+            "min_length": 1,
+        },
+    ),
+    "sample": (
+        RandomSampling(temperature=1.5, top_k=3, seed=3, min_length=1),
+        sample,
+        {"temperature": 1.5, "top_k": 3, "seed": 3, "min_length": 1},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SEARCH_OBJECTS))
+def test_search_objects_run_their_function(name):
+    search, function, options = SEARCH_OBJECTS[name]
+    model = random_model(seed=18, batch=3, vocab_size=6, stateful=True, end_bias=0.5)
+    source_mask = np.array([[True] * 3, [True, True, False], [True] * 3])
+    # A fresh object: the shared one's seed moves on with every call.
+    search = type(search).from_config(search.get_config())
+    got = run_object(search, model, max_length=6, source_mask=source_mask)
+    if function is sample:  # takes no source mask
+        want = run(function, model, max_length=6, **options)
+    else:
+        want = run(function, model, max_length=6, source_mask=source_mask, **options)
+    assert got.keys() == want.keys()
+    for key in got:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_search_object_defaults_and_config():
+    assert BeamSearch().get_config() == {
+        "beam_size": 4,
+        "length_penalty": 0.6,
+        "coverage_penalty": 0.0,
+        "num_return": 1,
+        "no_repeat_ngram_size": 0,
+        "min_length": 0,
+    }
+    assert RandomSampling().get_config() == {
+        "temperature": 1.0,
+        "top_k": None,
+        "seed": None,
+        "min_length": 0,
+    }
+    assert GreedySearch().get_config() == {"min_length": 0}
+    for search, _, _ in SEARCH_OBJECTS.values():
+        config = search.get_config()
+        assert type(search).from_config(config).get_config() == config
+        restored = keras.saving.deserialize_keras_object(
+            keras.saving.serialize_keras_object(search)
+        )
+        assert type(restored) is type(search) and restored.get_config() == config
+    assert repr(BeamSearch(beam_size=5)).startswith("BeamSearch(beam_size=5, length_penalty=0.6")
+
+
+def test_search_names():
+    assert isinstance(search_module.get("greedy"), GreedySearch)
+    assert search_module.get("beam").get_config() == BeamSearch().get_config()
+    assert isinstance(search_module.get("sample"), RandomSampling)
+    beam = BeamSearch(beam_size=2)
+    assert search_module.get(beam) is beam
+    for wrong in ("telepathy", None, 3):
+        with pytest.raises(ValueError, match="search"):
+            search_module.get(wrong)
+
+
+def test_cache_keys_follow_the_settings():
+    assert BeamSearch(beam_size=3).cache_key() == BeamSearch(beam_size=3).cache_key()
+    assert BeamSearch(beam_size=3).cache_key() != BeamSearch(beam_size=2).cache_key()
+    assert GreedySearch().cache_key() != GreedySearch(min_length=1).cache_key()
+    # A sampler's seed is a variable of its own: equal settings do not share a key.
+    sampling = RandomSampling(seed=1)
+    assert sampling.cache_key() == sampling.cache_key()
+    assert sampling.cache_key() != RandomSampling(seed=1).cache_key()
+    assert GreedySearch().variables == [] and len(sampling.variables) == 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: BeamSearch(beam_size=0),
+        lambda: BeamSearch(beam_size=2, num_return=3),
+        lambda: BeamSearch(num_return=0),
+        lambda: BeamSearch(no_repeat_ngram_size=-1),
+        lambda: GreedySearch(min_length=-1),
+        lambda: RandomSampling(temperature=0.0),
+        lambda: RandomSampling(top_k=-1),
+    ],
+)
+def test_invalid_search_objects_are_errors(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_random_sampling_owns_its_seed():
+    """The same seed gives the same samples; another seed, or the next call, others."""
+    model = random_model(seed=16, batch=6, vocab_size=10, end_bias=-1.0)
+    options = {"max_length": 8}
+    first = run_object(RandomSampling(temperature=1.5, seed=3), model, **options)
+    again = run_object(RandomSampling(temperature=1.5, seed=3), model, **options)
+    other = run_object(RandomSampling(temperature=1.5, seed=4), model, **options)
+    for key in ("tokens", "lengths", "log_probs"):
+        np.testing.assert_array_equal(first[key], again[key], err_msg=key)
+    assert not np.array_equal(first["tokens"], other["tokens"])
+
+    sampling = RandomSampling(temperature=1.5, seed=3)
+    state = ops.convert_to_numpy(sampling.seed_generator.state)
+    calls = [run_object(sampling, model, **options)["tokens"] for _ in range(2)]
+    np.testing.assert_array_equal(calls[0], first["tokens"])
+    assert not np.array_equal(calls[0], calls[1])
+    # Every step drew a seed: the state moved on by the number of steps run.
+    moved = ops.convert_to_numpy(sampling.seed_generator.state) - state
+    assert moved[0] == 0 and moved[1] >= 2
+
+
 # -- graph mode --------------------------------------------------------------------------
+@pytest.mark.skipif(
+    keras.config.backend() != "tensorflow", reason="tf.function traces TensorFlow tensors only"
+)
 def test_searches_run_inside_tf_function():
     import tensorflow as tf
 

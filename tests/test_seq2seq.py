@@ -6,6 +6,7 @@ import pytest
 
 from multiattn.decoders import AttentionDecoder, PlainDecoder
 from multiattn.encoders import BiLSTMEncoder, ImageGridEncoder
+from multiattn.search import BeamSearch, GreedySearch, RandomSampling
 from multiattn.seq2seq import Seq2Seq, reverse_padded
 
 SYMBOLS = 10
@@ -62,17 +63,20 @@ def test_fit_learns_and_greedy_generates(trained):
     losses = history.history["loss"]
     assert losses[-1] < losses[0] / 5
     assert history.history["accuracy"][-1] > 0.9
-    result = model.generate(source, method="greedy", max_length=9)
+    result = model.generate(source, search="greedy", max_length=9)
     assert result["tokens"].shape == (64, 9) and result["attention"].shape == (64, 9, 8)
     assert exact_matches(result["tokens"], target_out, lengths).mean() > 0.9
 
 
 def test_beam_of_one_is_greedy_and_nbest_is_sorted(trained):
     model, _, (source, *_rest) = trained
-    greedy = model.generate(source, method="greedy", max_length=9)
-    beam_one = model.generate(source, method="beam", beam_size=1, max_length=9)
+    greedy = model.generate(source, search=GreedySearch(), max_length=9)
+    beam_one = model.generate(
+        source, search=BeamSearch(beam_size=1, length_penalty=0.0), max_length=9
+    )
     np.testing.assert_array_equal(beam_one["tokens"][:, 0], greedy["tokens"])
-    nbest = model.generate(source, method="beam", beam_size=4, num_return=3, max_length=9)
+    nbest_search = BeamSearch(beam_size=4, length_penalty=0.0, num_return=3)
+    nbest = model.generate(source, search=nbest_search, max_length=9)
     assert nbest["tokens"].shape == (64, 3, 9)
     assert np.all(np.diff(nbest["scores"], axis=1) <= 1e-6)
     assert nbest["attention"].shape == (64, 3, 9, 8)
@@ -80,13 +84,116 @@ def test_beam_of_one_is_greedy_and_nbest_is_sorted(trained):
 
 def test_sampling_and_plain_predict_after_generate(trained):
     model, _, (source, target_in, *_rest) = trained
-    first = model.generate(source, method="sample", max_length=9, seed=3, top_k=2)
-    again = model.generate(source, method="sample", max_length=9, seed=3, top_k=2)
+    first = model.generate(source, search=RandomSampling(top_k=2, seed=3), max_length=9)
+    again = model.generate(source, search=RandomSampling(top_k=2, seed=3), max_length=9)
     np.testing.assert_array_equal(first["tokens"], again["tokens"])
     logits, alignment = model.predict((source, target_in), verbose=0)
     assert logits.shape == (64, 9, VOCAB) and alignment.shape == (64, 9, 8)
-    with pytest.raises(ValueError, match="method"):
-        model.generate(source, method="telepathy")
+    with pytest.raises(ValueError, match="search"):
+        model.generate(source, search="telepathy")
+
+
+def test_predict_returns_the_teacher_forced_outputs_after_generate(trained):
+    model, _, (source, target_in, *_rest) = trained
+    model.generate(source, search=BeamSearch(beam_size=2), max_length=9)
+    model.generate(source, search="sample", max_length=9)
+    logits, alignment = model.predict((source, target_in), batch_size=64, verbose=0)
+    want_logits, want_alignment = model((source, target_in))
+    np.testing.assert_allclose(logits, keras.ops.convert_to_numpy(want_logits), atol=1e-5)
+    np.testing.assert_allclose(alignment, keras.ops.convert_to_numpy(want_alignment), atol=1e-5)
+
+
+def test_random_sampling_owns_its_seed(trained):
+    """The same seed gives the same samples; another seed, or a second call, others."""
+    model, _, (source, *_rest) = trained
+    options = {"max_length": 9}
+    # A high temperature: the trained model is nearly certain otherwise.
+    first = model.generate(source, search=RandomSampling(temperature=3.0, seed=3), **options)
+    again = model.generate(source, search=RandomSampling(temperature=3.0, seed=3), **options)
+    other = model.generate(source, search=RandomSampling(temperature=3.0, seed=4), **options)
+    for key in ("tokens", "lengths", "log_probs"):
+        np.testing.assert_array_equal(first[key], again[key], err_msg=key)
+    assert not np.array_equal(first["tokens"], other["tokens"])
+    sampling = RandomSampling(temperature=3.0, seed=3)
+    np.testing.assert_array_equal(
+        model.generate(source, search=sampling, **options)["tokens"], first["tokens"]
+    )
+    second = model.generate(source, search=sampling, **options)  # the seed moved on
+    assert not np.array_equal(second["tokens"], first["tokens"])
+    by_name = [model.generate(source, search="sample", **options)["tokens"] for _ in range(2)]
+    assert not np.array_equal(*by_name)
+
+
+def test_search_names_are_the_default_objects(trained):
+    model, _, (source, *_rest) = trained
+    for name, search in (("greedy", GreedySearch()), ("beam", BeamSearch())):
+        by_name = model.generate(source, search=name, max_length=9)
+        by_object = model.generate(source, search=search, max_length=9)
+        assert by_name.keys() == by_object.keys()
+        for key in by_name:
+            np.testing.assert_array_equal(by_name[key], by_object[key], err_msg=f"{name} {key}")
+    assert by_name["tokens"].shape == (64, 1, 9)  # beam search, one hypothesis
+
+
+def test_generate_function_is_cached_per_settings(trained):
+    model = trained[0]
+    function = model.make_generate_function(BeamSearch(beam_size=3), 9)
+    assert model.make_generate_function(BeamSearch(beam_size=3), 9) is function
+    assert model.make_generate_function(BeamSearch(beam_size=2), 9) is not function
+    assert model.make_generate_function(BeamSearch(beam_size=2), 10) is not function
+    sampling = RandomSampling(seed=1)
+    function = model.make_generate_function(sampling, 9)
+    assert model.make_generate_function(sampling, 9) is function
+    # Another object holds another seed: a function of its own.
+    assert model.make_generate_function(RandomSampling(seed=1), 9) is not function
+
+
+def test_batches_and_inputs_give_the_same_result(trained):
+    """Batches of 24 (the last one padded), one batch, a tf.data.Dataset, a tensor."""
+    import tensorflow as tf
+
+    model, _, (source, *_rest) = trained
+    whole = model.generate(source, max_length=9, batch_size=64)
+    results = {
+        "batches of 24": model.generate(source, max_length=9, batch_size=24),
+        "dataset": model.generate(
+            tf.data.Dataset.from_tensor_slices(source).batch(24), max_length=9
+        ),
+        "tensor": model.generate(keras.ops.convert_to_tensor(source), max_length=9),
+    }
+    for name, result in results.items():
+        assert result.keys() == whole.keys(), name
+        np.testing.assert_array_equal(result["tokens"], whole["tokens"], err_msg=name)
+        np.testing.assert_array_equal(result["lengths"], whole["lengths"], err_msg=name)
+        np.testing.assert_allclose(result["scores"], whole["scores"], atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(result["attention"], whole["attention"], atol=1e-4)
+    if keras.config.backend() == "tensorflow":
+        # 24, 24 and 16 sentences: the last batch is padded, so one trace serves all.
+        search = GreedySearch(min_length=1)  # settings of their own: a new function
+        model.generate(source, search=search, max_length=9, batch_size=24)
+        function = model.make_generate_function(search, 9)
+        assert function.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.skipif(
+    keras.config.backend() != "tensorflow",
+    reason="compile(jit_compile=...) chooses between tf.function and XLA on TensorFlow only",
+)
+def test_generate_with_and_without_xla_agree(trained):
+    model, _, (source, *_rest) = trained
+    search = BeamSearch(beam_size=3)
+    results = {}
+    compiled_with = model.jit_compile
+    try:
+        for jit_compile in (False, True):
+            model.jit_compile = jit_compile
+            function = model.make_generate_function(search, 9)
+            assert function._jit_compile == jit_compile
+            results[jit_compile] = model.generate(source, search=search, max_length=9)
+    finally:
+        model.jit_compile = compiled_with
+    np.testing.assert_array_equal(results[False]["tokens"], results[True]["tokens"])
+    np.testing.assert_allclose(results[False]["scores"], results[True]["scores"], atol=1e-4)
 
 
 def test_token_accuracy_matches_numpy_argmax(rng):
@@ -101,10 +208,14 @@ def test_token_accuracy_matches_numpy_argmax(rng):
     assert float(model.token_accuracy.result()) == pytest.approx(want)
 
 
-@pytest.mark.parametrize("method", ["greedy", "beam"])
-def test_generate_before_any_fit_builds_the_model(method, rng):
+@pytest.mark.parametrize(
+    "search",
+    [GreedySearch(min_length=4), BeamSearch(length_penalty=0.0, min_length=4)],
+    ids=["greedy", "beam"],
+)
+def test_generate_before_any_fit_builds_the_model(search, rng):
     source = rng.integers(3, VOCAB, (3, 5))
-    result = make_model().generate(source, method=method, max_length=4, min_length=4)
+    result = make_model().generate(source, search=search, max_length=4)
     assert result["lengths"].min() == 4
 
 
@@ -119,9 +230,14 @@ def test_keras_file_round_trip(trained, tmp_path):
         strict=True,
     ):
         np.testing.assert_array_equal(got, want)
+    search = BeamSearch(beam_size=3, length_penalty=0.0)
     np.testing.assert_array_equal(
-        loaded.generate(source, method="beam", beam_size=3, max_length=9)["tokens"],
-        model.generate(source, method="beam", beam_size=3, max_length=9)["tokens"],
+        loaded.generate(source, search=search, max_length=9)["tokens"],
+        model.generate(source, search=search, max_length=9)["tokens"],
+    )
+    np.testing.assert_array_equal(
+        loaded.generate(source, search="greedy", max_length=9)["tokens"],
+        model.generate(source, search="greedy", max_length=9)["tokens"],
     )
 
 
@@ -139,7 +255,9 @@ def test_reverse_source_reaches_the_encoder(rng):
     plain((source, target_in))
     plain.set_weights(model.get_weights())
     np.testing.assert_allclose(
-        model((source, target_in)), plain((reverse_padded(source), target_in)), rtol=1e-5
+        keras.ops.convert_to_numpy(model((source, target_in))),
+        keras.ops.convert_to_numpy(plain((reverse_padded(source), target_in))),
+        rtol=1e-5,
     )
 
 
@@ -168,7 +286,9 @@ def test_image_regions_as_memory(rng):
     model = Seq2Seq(encoder, decoder, attention_penalty=1.0)
     model.compile(keras.optimizers.Adam(0.01))
     model.fit((images, target_in), target_out, epochs=1, verbose=0)
-    result = model.generate(images, method="beam", beam_size=2, max_length=4)
+    result = model.generate(
+        images, search=BeamSearch(beam_size=2, length_penalty=0.0), max_length=4
+    )
     regions = encoder.compute_output_shape(images.shape)[1]
     assert result["attention"].shape == (6, 1, 4, regions)
 
