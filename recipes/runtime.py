@@ -314,8 +314,8 @@ def apply_to_loaded_model(model, config):
     """Applies a run's `--mixed-precision` and `--jit-compile` to the model loaded from it.
 
     The layers keep the dtype policy they were saved with; the global policy is set too,
-    so anything built later matches. `jit_compile` compiles the predict function, and so
-    greedy and beam search, with XLA; it is set from the run's config because a model
+    so anything built later matches. `jit_compile` compiles the generate function (greedy
+    and beam search) with XLA; it is set from the run's config because a model
     saved uncompiled (captioning with a frozen backbone) keeps no compile settings.
     """
     set_precision(config.mixed_precision)
