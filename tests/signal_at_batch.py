@@ -11,6 +11,7 @@ middle of that epoch every time, and is still a real signal.
 
 import os
 import runpy
+import signal
 import sys
 
 import keras
@@ -34,6 +35,9 @@ class SignalAtBatch(keras.callbacks.Callback):
 
 def main():
     epoch, batch, signal_number, module, *argv = sys.argv[1:]
+    # A Ctrl-C at a terminal raises KeyboardInterrupt. A test started in the background
+    # (as CI may be) inherits SIGINT ignored, and Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     callback = SignalAtBatch(int(epoch), int(batch), int(signal_number))
     training_callbacks = cli.training_callbacks
 

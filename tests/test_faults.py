@@ -85,7 +85,7 @@ def resumed_translate_run(tmp_path_factory):
     argv = ["train", "--num-train", "1200", *TRANSLATE_TINY, "--epochs", "4", "--out", str(run)]
     attempts = {}
     for name, signal_at in (
-        ("killed", (2, 5, signal.SIGKILL)),  # at batch 5 of epoch 2, of 75
+        ("killed", (2, 5, signal.SIGKILL)),  # at batch 5 of epoch 2, of 79
         ("interrupted", (3, 5, signal.SIGINT)),
         ("resumed", None),
     ):
