@@ -47,6 +47,21 @@ def masked_cross_entropy(targets, logits, mask=None, label_smoothing=0.0):
     return ops.sum(losses * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
+def token_weights(targets, sample_weight=None, pad_id=0):
+    """float32 `(batch, T)`: 1 on tokens that are not `pad_id`, times `sample_weight`.
+
+    `sample_weight` is None, `(batch,)` (one weight per sequence, for all its tokens)
+    or `(batch, T)` (one per token).
+    """
+    weights = ops.cast(ops.not_equal(targets, pad_id), "float32")
+    if sample_weight is None:
+        return weights
+    sample_weight = ops.cast(sample_weight, "float32")
+    if len(sample_weight.shape) == 1:
+        sample_weight = ops.expand_dims(sample_weight, 1)
+    return weights * sample_weight
+
+
 def doubly_stochastic_penalty(alignment, target_mask=None, source_mask=None):
     """Show, Attend and Tell's penalty `sum_j (1 - sum_i alpha_ij)^2`, averaged over the batch.
 
@@ -141,13 +156,8 @@ class MaskedCrossEntropy(keras.losses.Loss):
         self.pad_id = pad_id
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
-        if sample_weight is not None:
-            sample_weight = ops.cast(sample_weight, "float32")
-            if len(sample_weight.shape) == 1:  # one weight per sequence
-                sample_weight = ops.expand_dims(sample_weight, 1)
-            mask = mask * sample_weight
-        return super().__call__(y_true, y_pred, sample_weight=mask)
+        weights = token_weights(y_true, sample_weight, self.pad_id)
+        return super().__call__(y_true, y_pred, sample_weight=weights)
 
     def call(self, y_true, y_pred):
         return token_cross_entropy(y_true, y_pred, self.label_smoothing)

@@ -9,6 +9,7 @@ from multiattn.losses import (
     doubly_stochastic_penalty,
     score_function_surrogate,
     token_cross_entropy,
+    token_weights,
 )
 
 RESULT_KEYS = ("tokens", "lengths", "scores", "log_probs", "attention")
@@ -189,7 +190,7 @@ class Seq2Seq(keras.Model):
         H_bt) / mean length` and whose value is zero, and moves the baseline `b`
         towards this batch's mean reward of the sampled sequences.
         """
-        mask = ops.cast(ops.not_equal(y, 0), "float32")  # (batch, T)
+        mask = token_weights(y)  # (batch, T)
         log_likelihood = -ops.sum(token_cross_entropy(y, logits) * mask, axis=1)  # (batch,)
         sample_log_prob = ops.sum(log_probs * mask, axis=1)  # log p(s) of each sequence
         baseline = ops.cast(self.reward_baseline, "float32")
@@ -219,13 +220,9 @@ class Seq2Seq(keras.Model):
             logits, ops.expand_dims(ops.cast(y, "int32"), -1), axis=-1
         )  # (batch, T, 1)
         correct = ops.greater_equal(ops.squeeze(target_logits, -1), ops.max(logits, axis=-1))
-        token_weights = ops.cast(ops.not_equal(y, 0), "float32")
-        if sample_weight is not None:
-            sample_weight = ops.cast(sample_weight, "float32")
-            if len(sample_weight.shape) == 1:
-                sample_weight = ops.expand_dims(sample_weight, 1)
-            token_weights = token_weights * sample_weight
-        self.token_accuracy.update_state(ops.cast(correct, "float32"), sample_weight=token_weights)
+        self.token_accuracy.update_state(
+            ops.cast(correct, "float32"), sample_weight=token_weights(y, sample_weight)
+        )
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
     # -- generation ------------------------------------------------------------
