@@ -469,21 +469,17 @@ def initial_run(config):
 
 def start_from(model, initial, initial_run_path):
     """Copies the trained decoder and image encoder of `initial` into `model`."""
-    try:
-        model.decoder.set_weights(initial.decoder.get_weights())
-    except ValueError as error:
-        raise cli.UsageError(
-            f"--init-from: the decoder of {initial_run_path} does not fit this one (train with "
-            f"its --units, --embedding-dim, --attention): {str(error).splitlines()[0]}"
-        ) from None
+    parts = [("decoder", "decoder", " (train with its --units, --embedding-dim, --attention)")]
     if model.encoder.weights:  # not the identity on cached features of a frozen backbone
         # A twin on cached features (--fine-tune-from) has the image encoder's weights,
         # in the same order.
+        parts.append(("encoder", "image encoder", ""))
+    for attribute, name, hint in parts:
         try:
-            model.encoder.set_weights(initial.encoder.get_weights())
+            getattr(model, attribute).set_weights(getattr(initial, attribute).get_weights())
         except ValueError as error:
             raise cli.UsageError(
-                f"--init-from: the image encoder of {initial_run_path} does not fit this one: "
+                f"--init-from: the {name} of {initial_run_path} does not fit this one{hint}: "
                 f"{str(error).splitlines()[0]}"
             ) from None
 
