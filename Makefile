@@ -5,7 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+# The library's own tests (and its docstring examples): these run on every Keras backend.
+LIBRARY_TESTS := multiattn tests/test_attention.py tests/test_decoders.py tests/test_encoders.py \
+	tests/test_hard_attention.py tests/test_loops.py tests/test_losses.py tests/test_metrics.py \
+	tests/test_plotting.py tests/test_search.py tests/test_seq2seq.py tests/test_backends.py
+# The CPU build of PyTorch (a CUDA build is several GB).
+TORCH := torch==2.13.0
+
+.PHONY: demo test test-fast test-backends lint clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +23,22 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	$(BIN)/python -m recipes.translate
 
+# Everything on TensorFlow, then the library on JAX.
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(LIBRARY_TESTS)
+
+# The edit-test loop: no recipe trainings, subprocesses or convergence runs.
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# The library on TensorFlow, JAX and PyTorch (installs PyTorch first).
+test-backends: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	for backend in tensorflow jax torch; do \
+		echo "==> library tests on $$backend"; \
+		KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q $(LIBRARY_TESTS) || exit 1; \
+	done
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -400,7 +400,7 @@ def beam_search(
         attention = carry["attention"]  # (rows, max_length, source_length)
         attention = ops.reshape(attention, (-1, beam_size, *ops.shape(attention)[1:]))
         scores = scores + _coverage_penalty(attention, source_mask, coverage_penalty)
-    scores, order = ops.top_k(scores, num_return)  # (batch, num_return), best first
+    scores, order = _top_k(scores, num_return)  # (batch, num_return), best first
     order = ops.cast(order, "int32")
     sentence_rows = ops.arange(ops.shape(order)[0], dtype="int32")[:, None] * beam_size
     chosen = ops.reshape(sentence_rows + order, (-1,))  # (batch * num_return,)
@@ -880,6 +880,14 @@ def _run_loop(step_fn, constants, carry, advance, max_length):
     return carry
 
 
+def _top_k(values, k):
+    """`ops.top_k` with ties in index order on every backend (`torch.topk` has no order)."""
+    if keras.config.backend() != "torch":
+        return ops.top_k(values, k)  # TensorFlow's and JAX's keep the lower index first
+    order = ops.argsort(-values, axis=-1)[..., :k]  # a stable sort on PyTorch
+    return ops.take_along_axis(values, order, axis=-1), order
+
+
 def _best_candidates(scores, beam_size, vocab_size):
     """The `beam_size` best extensions of each sentence's hypotheses.
 
@@ -894,16 +902,16 @@ def _best_candidates(scores, beam_size, vocab_size):
     """
     if not isinstance(vocab_size, int) or vocab_size < beam_size:
         flat = ops.reshape(scores, (-1, beam_size * vocab_size))  # (batch, beam * vocab)
-        best_scores, best = ops.top_k(flat, beam_size)
+        best_scores, best = _top_k(flat, beam_size)
         best = ops.cast(best, "int32")
         return best_scores, best // vocab_size, best % vocab_size
     # A sentence's best candidates are among the best `beam_size` of their own
     # hypothesis, so a top-k per row first leaves beam * beam candidates for the
     # second instead of beam * vocab: far less work for the same result.
-    row_scores, row_tokens = ops.top_k(scores, beam_size)  # (rows, beam)
+    row_scores, row_tokens = _top_k(scores, beam_size)  # (rows, beam)
     row_scores = ops.reshape(row_scores, (-1, beam_size * beam_size))  # (batch, beam * beam)
     row_tokens = ops.reshape(ops.cast(row_tokens, "int32"), (-1, beam_size * beam_size))
-    best_scores, best = ops.top_k(row_scores, beam_size)  # (batch, beam)
+    best_scores, best = _top_k(row_scores, beam_size)  # (batch, beam)
     best = ops.cast(best, "int32")
     return best_scores, best // beam_size, ops.take_along_axis(row_tokens, best, axis=1)
 

@@ -416,11 +416,28 @@ def stage(message):
     print(f"==> {message}", flush=True)
 
 
+def keras_backend():
+    import keras
+
+    return keras.config.backend()
+
+
 def run_main(main_function, argv):
     """Runs `main_function(argv)`, turning `UsageError`/`ValueError` into one line + exit 2.
 
-    Ctrl-C is one line too, and exit 130 (what a shell reports for SIGINT).
+    Ctrl-C is one line too, and exit 130 (what a shell reports for SIGINT). A Keras set
+    to another backend than TensorFlow is one line and exit 2 before anything runs.
     """
+    backend = keras_backend()
+    if backend != "tensorflow":
+        print(
+            f"error: the recipes run on Keras' TensorFlow backend (tf.data, TFDS, SavedModel "
+            f"export), and Keras is set to {backend!r} (KERAS_BACKEND or "
+            f"~/.keras/keras.json): run them with KERAS_BACKEND=tensorflow. The library, "
+            f"multiattn, runs on TensorFlow, JAX and PyTorch alike.",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return main_function(argv)
     except (UsageError, ValueError, FileNotFoundError) as error:

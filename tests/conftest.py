@@ -20,3 +20,23 @@ def _fresh_keras_state():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# Modules whose tests train through the recipes, in process or in a subprocess: all slow.
+SLOW_MODULES = {
+    "test_bad_input.py",
+    "test_benchmarks.py",
+    "test_caption_recipe.py",
+    "test_export.py",
+    "test_faults.py",
+    "test_layer_demo.py",
+    "test_runtime.py",
+    "test_translate_recipe.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test-fast` deselects the `slow` tests: these modules, and tests marked so."""
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from gradients import gradients
 
 from multiattn.attention import BahdanauAttention, LuongAttention
 from multiattn.decoders import AttentionDecoder, PlainDecoder
@@ -203,19 +204,19 @@ def test_memory_padding_invariance(config_name, rng):
 
 @pytest.mark.parametrize("config_name", [*CONFIGS, "plain"])
 def test_gradients_reach_every_weight(config_name, rng):
-    import tensorflow as tf
-
     decoder = make_decoder(config_name)
     target_ids, memory, memory_mask = batch(rng)
-    memory = tf.constant(memory)
     decoder(target_ids, memory, memory_mask=memory_mask)
-    with tf.GradientTape() as tape:
+
+    def loss(memory):
         logits = first_output(decoder(target_ids, memory, memory_mask=memory_mask, training=True))
-        loss = keras.ops.mean(keras.ops.square(logits))
-    gradients = tape.gradient(loss, decoder.trainable_variables)
+        return keras.ops.mean(keras.ops.square(logits))
+
+    found, (memory_gradient,) = gradients(loss, decoder.trainable_variables, inputs=(memory,))
     assert len(decoder.trainable_variables) > 5
-    for variable, gradient in zip(decoder.trainable_variables, gradients, strict=True):
-        assert gradient is not None and np.any(np.asarray(gradient) != 0), variable.path
+    for variable, gradient in zip(decoder.trainable_variables, found, strict=True):
+        assert np.any(gradient != 0), variable.path
+    assert np.any(memory_gradient != 0)
 
 
 def test_dropout_only_in_training(rng):

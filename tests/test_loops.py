@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from gradients import gradients
 from keras import ops
 
 from multiattn import loops
@@ -39,32 +39,65 @@ def test_scan_matches_numpy(steps, rng):
     np.testing.assert_allclose(last, want_states[-1], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_scan_gradient_matches_numpy_with_and_without_xla(jit_compile, rng):
-    weights = tf.Variable(rng.normal(size=(4, 4)).astype("float32") * 0.5)
-    sequence = rng.normal(size=(5, 3, 4)).astype("float32")
-    hidden = np.zeros((3, 4), "float32")
-
-    @tf.function(jit_compile=jit_compile)
-    def gradient(sequence):
-        with tf.GradientTape() as tape:
-            _, (states, _) = loops.scan(rnn_step(weights), hidden, sequence)
-            loss = ops.sum(ops.square(states))
-        return tape.gradient(loss, weights)
+def numpy_gradient(weights, sequence, hidden, epsilon=1e-5):
+    """Central differences of sum(h_t ** 2) over every step, in float64."""
 
     def numpy_loss(w):
         return np.sum(numpy_rnn(w, sequence.astype("float64"), hidden)[0] ** 2)
 
-    w = weights.numpy().astype("float64")
-    epsilon = 1e-5
+    w = weights.astype("float64")
     want = np.zeros_like(w)
-    for index in np.ndindex(*w.shape):  # central differences
+    for index in np.ndindex(*w.shape):
         step = np.zeros_like(w)
         step[index] = epsilon
         want[index] = (numpy_loss(w + step) - numpy_loss(w - step)) / (2 * epsilon)
+    return want
+
+
+def scan_problem(rng):
+    weights = rng.normal(size=(4, 4)).astype("float32") * 0.5
+    sequence = rng.normal(size=(5, 3, 4)).astype("float32")
+    return weights, sequence, np.zeros((3, 4), "float32")
+
+
+def test_scan_gradient_matches_numpy(rng):
+    weights, sequence, hidden = scan_problem(rng)
+    variable = keras.Variable(weights)
+
+    def loss():
+        _, (states, _) = loops.scan(rnn_step(variable), hidden, sequence)
+        return ops.sum(ops.square(states))
+
+    (found,), _ = gradients(loss, [variable])
+    want = numpy_gradient(weights, sequence, hidden)
+    np.testing.assert_allclose(found, want, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.skipif(
+    keras.config.backend() != "tensorflow", reason="tf.function and its XLA: TensorFlow only"
+)
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_scan_gradient_matches_numpy_in_a_tf_function(jit_compile, rng):
+    import tensorflow as tf
+
+    weights, sequence, hidden = scan_problem(rng)
+    variable = tf.Variable(weights)
+
+    @tf.function(jit_compile=jit_compile)
+    def gradient(sequence):
+        with tf.GradientTape() as tape:
+            _, (states, _) = loops.scan(rnn_step(variable), hidden, sequence)
+            loss = ops.sum(ops.square(states))
+        return tape.gradient(loss, variable)
+
+    want = numpy_gradient(weights, sequence, hidden)
     np.testing.assert_allclose(gradient(sequence), want, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    keras.config.backend() != "tensorflow", reason="XLA through compile(): TensorFlow only"
+)
 @pytest.mark.parametrize(
     "attention, order, use_gate",
     [
@@ -75,6 +108,8 @@ def test_scan_gradient_matches_numpy_with_and_without_xla(jit_compile, rng):
 )
 def test_decoder_trains_under_xla_like_without(attention, order, use_gate, rng):
     """The scanned recurrence compiles with XLA, with the batch size unknown (tf.data)."""
+    import tensorflow as tf
+
     from multiattn import AttentionDecoder, BiLSTMEncoder, Seq2Seq
 
     source = rng.integers(3, 20, (12, 6)).astype("int32")

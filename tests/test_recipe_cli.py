@@ -1,10 +1,16 @@
 """What both recipes share: one-line errors, flags from the config dataclass."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from recipes import caption, cli, translate
 
 RECIPES = [translate, caption]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda recipe: recipe.__name__)
@@ -48,3 +54,23 @@ def test_config_round_trips_through_json(tmp_path):
     config = translate.TranslateConfig(data="x.tsv", units=7)
     cli.save_config(config, tmp_path / "config.json")
     assert cli.load_config(translate.TranslateConfig, tmp_path / "config.json") == config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["recipes.translate", "recipes.caption"])
+def test_recipes_refuse_other_backends_in_one_line(module, tmp_path):
+    """Under KERAS_BACKEND=jax a recipe stops before it reads or writes anything."""
+    environment = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run(
+        [sys.executable, "-m", module, "train", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: the recipes run on Keras' TensorFlow backend"), done.stderr
+    assert "'jax'" in error and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()

@@ -307,6 +307,7 @@ class StopWhenLearned(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+@pytest.mark.slow
 def test_attention_holds_up_with_length_and_the_bottleneck_does_not():
     """Reversal of 5 to 40 symbols: with attention nearly perfect, without it falls off.
 
