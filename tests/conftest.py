@@ -8,6 +8,22 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+if keras.config.backend() == "torch":
+    import torch
+
+    _tensor_to_array = torch.Tensor.__array__
+
+    def _detached_array(tensor, *args, **kwargs):
+        """NumPy reads layer outputs as TensorFlow's and JAX's tensors allow, in tests alone.
+
+        On PyTorch an output of trainable weights requires grad, and `np.asarray` of it
+        raises; the tests compare such outputs with NumPy references everywhere.
+        """
+        return _tensor_to_array(tensor.detach(), *args, **kwargs)
+
+    torch.Tensor.__array__ = _detached_array
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     """Each test starts in float32 with a fixed seed, whatever the previous one set."""

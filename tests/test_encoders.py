@@ -117,7 +117,8 @@ def test_bilstm_matches_numpy_lstm_in_both_directions():
         _assert_close(c[row], np.concatenate([forward_c, backward_c]), rtol=1e-4)
         # The backward LSTM ends on the first real token.
         _assert_close(h[row, 3:], memory[row, 0, 3:])
-        assert np.abs(memory[row, :length]).min() > 1e-3
+        # Every position holds a state far from zero, so the comparison above means something.
+        assert np.abs(memory[row, :length]).max(axis=-1).min() > 1e-2
 
 
 def test_bilstm_gradients_reach_every_weight():
@@ -132,11 +133,8 @@ def test_bilstm_gradients_reach_every_weight():
 
     def loss():
         memory, _, (h, c) = encoder(TOKEN_IDS, training=True)
-        return (
-            keras.ops.sum(memory * memory_weights)
-            + keras.ops.sum(h * h_weights)
-            + keras.ops.sum(c * c_weights)
-        )
+        outputs = zip((memory, h, c), (memory_weights, h_weights, c_weights), strict=True)
+        return sum(keras.ops.sum(keras.ops.multiply(x, weights)) for x, weights in outputs)
 
     variables = encoder.trainable_weights
     assert len(variables) == 1 + 2 * 2 * 3  # embeddings + (kernel, recurrent, bias) x 4

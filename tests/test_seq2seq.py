@@ -362,6 +362,9 @@ def test_sample_weight_weighs_each_sentence(per_token, rng):
         weights = np.repeat(sentence_weights[:, None], target_out.shape[1], 1)
         weights[:, 0] *= 2.0  # and the first token twice again
     model = make_model()
+    model((source, target_in))
+    for variable in model.trainable_variables:  # logits far apart, so weights tell
+        variable.assign(rng.normal(size=variable.shape).astype("float32") * 0.5)
     logits = keras.ops.convert_to_numpy(model((source, target_in))[0]).astype("float64")
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     token_losses = -np.take_along_axis(log_probs, target_out[..., None], -1)[..., 0]
@@ -376,7 +379,7 @@ def test_sample_weight_weighs_each_sentence(per_token, rng):
     assert result["loss"] == pytest.approx(want_loss, rel=1e-5)
     assert result["accuracy"] == pytest.approx(want_accuracy, rel=1e-5)
     unweighted = model.evaluate((source, target_in), target_out, batch_size=6, return_dict=True)
-    assert unweighted["loss"] != pytest.approx(want_loss, rel=1e-3)
+    assert unweighted["loss"] != pytest.approx(want_loss, rel=1e-2)
 
 
 def test_a_zero_weight_sentence_has_no_say_in_training(rng):

@@ -499,6 +499,7 @@ def sampling_record(weights, probabilities, sampling):
 
 def masked_mean(memory, memory_mask=None):
     """Mean over the source axis of `(batch, S, d)`, counting unmasked positions only."""
+    memory = ops.convert_to_tensor(memory)  # a NumPy array times a torch tensor fails
     if memory_mask is None:
         return ops.mean(memory, axis=1)
     mask = ops.cast(ops.expand_dims(memory_mask, -1), memory.dtype)  # (batch, S, 1)
