@@ -688,7 +688,17 @@ def main(argv=None):
     if args.command == "export":
         from recipes import export
 
-        export.export_captioning(args.run, args.out)
+        export.check_output(args.out)  # before the run is loaded: a quick error
+        config, model, vocabulary = load_run(args.run)
+        export.export_captioning(
+            args.out,
+            model,
+            vocabulary,
+            image_size=config.image_size,
+            max_caption_length=config.max_caption_length,
+            beam_size=config.beam_size,
+            length_penalty=config.length_penalty,
+        )
         return 0
     caption(args.run, args.images, args.beam_size, args.attention_png)
     return 0

@@ -54,18 +54,21 @@ SUFFIX = "##"
 
 
 # -- commands ------------------------------------------------------------------------------
-def export_translation(run, out):
-    """Writes a SavedModel of the translation run `run` to `out`; returns `out`."""
-    from recipes import translate
+def export_translation(
+    out, model, source_vocabulary, target_vocabulary, max_tokens, beam_size, length_penalty
+):
+    """Writes a SavedModel of a translation model to `out` (checked by `check_output`).
 
-    check_output(out)
-    config, model, source_vocabulary, target_vocabulary = translate.load_run(run)
+    The recipe loads its run and hands over what the served pipeline needs: the model,
+    its two `SubwordVocabulary`s and the settings of `recipes.translate.translate`.
+    Returns `out`.
+    """
     normalizer = TextNormalizer(lowercase=source_vocabulary.lowercase)
     encoder = WordPieceEncoder(source_vocabulary.token_list)
 
     def translate_texts(texts):
         words = tf.strings.split(normalizer(texts))
-        source = encoder(words)[:, : config.max_tokens]
+        source = encoder(words)[:, :max_tokens]
         lengths = source.row_lengths()
         non_empty = lengths > 0
         source = tf.ragged.boolean_mask(source, non_empty)
@@ -73,9 +76,7 @@ def export_translation(run, out):
         def search():
             # The recipe's limit, `translate.output_length`, from this request's sources.
             limit = tf.cast(tf.reduce_max(lengths) * 2 + 10, "int32")
-            tokens = search_tokens(
-                model, source.to_tensor(), limit, config.beam_size, config.length_penalty
-            )
+            tokens = search_tokens(model, source.to_tensor(), limit, beam_size, length_penalty)
             return detokenize_word_pieces(tokens, target_vocabulary.token_list)
 
         # Texts without a word are not searched (as in the recipe): they give "".
@@ -91,13 +92,15 @@ def export_translation(run, out):
     return _write(archive, out)
 
 
-def export_captioning(run, out):
-    """Writes a SavedModel of the captioning run `run` to `out`; returns `out`."""
-    from recipes import caption
+def export_captioning(
+    out, model, vocabulary, image_size, max_caption_length, beam_size, length_penalty
+):
+    """Writes a SavedModel of a captioning model to `out` (checked by `check_output`).
 
-    check_output(out)
-    config, model, vocabulary = caption.load_run(run)
-    size = config.image_size
+    The recipe loads its run and hands over the model, its `WordVocabulary` and the
+    settings of `recipes.caption.caption`. Returns `out`.
+    """
+    size = image_size
 
     def caption_images(images):
         def search():
@@ -106,8 +109,7 @@ def export_captioning(run, out):
                 images,
                 fn_output_signature=tf.TensorSpec([size, size, 3], "float32"),
             )
-            # As `caption.generate_captions`: its beam search has no length penalty.
-            tokens = search_tokens(model, pixels, config.max_caption_length + 1, config.beam_size)
+            tokens = search_tokens(model, pixels, max_caption_length + 1, beam_size, length_penalty)
             return join_words(tokens, vocabulary.words)
 
         # The model cannot take an empty batch.

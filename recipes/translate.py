@@ -458,7 +458,17 @@ def main(argv=None):
     if args.command == "export":
         from recipes import export
 
-        export.export_translation(args.run, args.out)
+        export.check_output(args.out)  # before the run is loaded: a quick error
+        config, model, source_vocabulary, target_vocabulary = load_run(args.run)
+        export.export_translation(
+            args.out,
+            model,
+            source_vocabulary,
+            target_vocabulary,
+            max_tokens=config.max_tokens,
+            beam_size=config.beam_size,
+            length_penalty=config.length_penalty,
+        )
         return 0
     translate(args.run, args.texts, args.beam_size, args.attention_png)
     return 0

@@ -221,7 +221,7 @@ TINY_TRANSLATE = [
 ]
 TINY_CAPTION = [
     *("--units", "16", "--embedding-dim", "8", "--batch-size", "16", "--beam-size", "2"),
-    *("--epochs", "1", "--image-size", "32", "--learning-rate", "1e-5"),
+    *("--epochs", "1", "--image-size", "32", "--learning-rate", "1e-5", "--length-penalty", "1"),
     *("--num-train", "64", "--num-val", "16", "--num-test", "8"),
 ]
 
