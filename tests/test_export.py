@@ -174,7 +174,7 @@ TINY_TRANSLATE = [
     *("--epochs", "1", "--vocabulary-size", "200", "--max-tokens", "40"),
     # Weights kept near their random start: the output depends on the input, where
     # a tiny model after a real epoch says the same thing to everything.
-    *("--learning-rate", "1e-5"),
+    *("--learning-rate", "1e-5", "--length-penalty", "0.8"),
 ]
 TINY_CAPTION = [
     *("--units", "16", "--embedding-dim", "8", "--batch-size", "16", "--beam-size", "2"),
@@ -200,10 +200,27 @@ def translation_run(tmp_path_factory):
     return run
 
 
-def test_exported_translation_serves_the_recipe_output(translation_run, tmp_path, capsys):
+def recording_search(monkeypatch):
+    """`export.search_tokens`, recording the settings each traced search gets."""
+    settings, search_tokens = [], export.search_tokens
+
+    def record(model, source, max_length, beam_size, length_penalty=0.0):
+        settings.append((beam_size, length_penalty))
+        return search_tokens(model, source, max_length, beam_size, length_penalty)
+
+    monkeypatch.setattr(export, "search_tokens", record)
+    return settings
+
+
+def test_exported_translation_serves_the_recipe_output(
+    translation_run, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "saved_model"
+    settings = recording_search(monkeypatch)
     assert translate.main(["export", "--run", str(translation_run), "--out", str(out)]) == 0
     assert f"SavedModel: {out}" in capsys.readouterr().out
+    # The run's search (a near-random model may not show a length penalty's effect).
+    assert set(settings) == {(2, 0.8)}
     texts = [
         "fünf und zwanzig",
         "",
@@ -226,12 +243,16 @@ def test_exported_translation_serves_the_recipe_output(translation_run, tmp_path
     assert len(set(expected)) > 3  # the outputs differ, the comparison means something
 
 
-def test_exported_captioning_serves_the_recipe_output(tmp_path_factory, pictures, capsys):
+def test_exported_captioning_serves_the_recipe_output(
+    tmp_path_factory, pictures, capsys, monkeypatch
+):
     directory = tmp_path_factory.mktemp("caption")
     run, out = directory / "run", directory / "saved_model"
     assert caption.main(["train", *TINY_CAPTION, "--out", str(run)]) == 0
+    settings = recording_search(monkeypatch)
     assert caption.main(["export", "--run", str(run), "--out", str(out)]) == 0
     assert f"SavedModel: {out}" in capsys.readouterr().out
+    assert set(settings) == {(2, 1.0)}  # the run's beam size and length penalty
     # Every ordinary picture: the same pixels reach the model (tested above).
     paths = [str(pictures / name) for name in PICTURES]
     expected = caption.caption(str(run), paths)
