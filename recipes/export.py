@@ -11,8 +11,8 @@ recipe runs in Python, so the two give the same output by construction:
 - text: `SubwordVocabulary.encode_tensor` (`recipes.data.text.normalize_tensor`: NFC,
   whitespace, lowercasing; then keras-hub's `WordPieceTokenizer` layer itself) and
   `SubwordVocabulary.decode_tensor`;
-- images: `recipes.data.images.resize_image` after decoding, and
-  `WordVocabulary.decode_tensor`;
+- images: `recipes.data.images.composite_on_white` and `resize_image` after decoding,
+  and `WordVocabulary.decode_tensor`;
 - search: `Seq2Seq.search` (which the recipe's `Seq2Seq.generate` runs too) with the
   run's greedy or beam settings. Not the same computation, though: the recipe searches
   in batches (64 texts, 32 images; with XLA if the run was compiled with it), the
@@ -20,7 +20,8 @@ recipe runs in Python, so the two give the same output by construction:
   words go the other way (not seen in the tests).
 
 Loading needs TensorFlow and TensorFlow Text, whose NFC and WordPiece ops the text
-pipeline uses (TensorFlow Serving's stock binary links them), but no `multiattn`,
+pipeline uses (`NormalizeUTF8`, `FastWordpieceTokenizeWithOffsets`; TensorFlow Serving's
+binary links TensorFlow Text's ops, those of its own release), but no `multiattn`,
 `recipes` or keras-hub:
 
     import tensorflow_text  # registers its ops: before loading
@@ -39,12 +40,12 @@ SavedModel bytes, whose invalid UTF-8 becomes U+FFFD.
 Captioning is `recipes.caption.caption` with `recipes.data.images.load_image`: the
 recipe decodes a file with Pillow, the SavedModel with TensorFlow (JPEG with the same
 libjpeg-turbo and its accurate integer DCT, PNG, GIF, BMP), and both resize with
-`resize_image`. The pixels are the same for JPEG (RGB, grey, CMYK) and opaque PNG (RGB,
-grey, palette, 16 bits), GIF and BMP. Where they differ: EXIF orientation (the recipe
-turns the photo upright, the SavedModel takes it as stored) and transparency (the recipe
-composites it on white, the SavedModel drops the alpha channel and keeps the colour
-under it). An image TensorFlow cannot decode fails the request, where the recipe skips
-it.
+`resize_image`, transparency composited on white with `composite_on_white`. The pixels
+are the same for JPEG (RGB, grey, CMYK), PNG (RGB, grey, palette, 16 bits, with or
+without transparency), opaque GIF and BMP. Where they differ: EXIF orientation (the
+recipe turns the photo upright, the SavedModel takes it as stored) and transparent GIFs
+(TensorFlow gives them no alpha). An image TensorFlow cannot decode fails the request,
+where the recipe skips it.
 """
 
 import os
@@ -53,7 +54,9 @@ import sys
 import tensorflow as tf
 
 from recipes import cli
-from recipes.data.images import resize_image
+from recipes.data.images import composite_on_white, resize_image
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -182,12 +185,23 @@ def decode_pixels(data):
     """Encoded image bytes -> uint8 RGB `(height, width, 3)`, as `read_pixels` decodes.
 
     JPEG with libjpeg-turbo's accurate integer DCT, as Pillow decodes (TensorFlow's
-    default, the fast DCT, is up to 10 levels off); anything else with `decode_image`.
+    default, a faster DCT, is several levels off); PNG as RGBA (its alpha channel or
+    transparent colour, as Pillow reads it) composited on white by `composite_on_white`,
+    as `read_pixels` does; anything else with `decode_image`.
     """
-    image = tf.cond(
-        tf.io.is_jpeg(data),
-        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+    image = tf.case(
+        [
+            (
+                tf.io.is_jpeg(data),
+                lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+            ),
+            (
+                tf.strings.substr(data, 0, len(PNG_SIGNATURE)) == PNG_SIGNATURE,
+                lambda: composite_on_white(tf.io.decode_png(data, channels=4)),
+            ),
+        ],
+        default=lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+        exclusive=True,
     )
     return tf.ensure_shape(image, [None, None, 3])
 

@@ -61,7 +61,7 @@ MODE_CASES = [
     ("RGBA", _image("RGBA", (255, 0, 0, 0), (0, 0, 255, 128)), "png", WHITE, (127, 127, 255)),
     ("LA", _image("LA", (0, 0), (0, 128)), "png", WHITE, (127, 127, 127)),
     ("CMYK", _image("CMYK", (0, 255, 255, 0), (0, 0, 0, 255)), "tif", RED, BLACK),
-    # 16-bit: 65535 is white and 32896 mid grey (32896 / 257 = 128), not both clipped to 255.
+    # 16-bit: 65535 is white and 32896 mid grey (high byte 128), not both clipped to 255.
     ("I;16", _image("I;16", 65535, 32896), "png", WHITE, (128, 128, 128)),
     ("I", _image("I", 65535, 32896), "tif", WHITE, (128, 128, 128)),
     ("1", _image("1", 0, 1), "png", BLACK, WHITE),

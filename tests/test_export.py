@@ -127,13 +127,14 @@ PICTURES = {
     "cmyk.jpg": lambda: scene_picture(3, (40, 44), "CMYK"),
     "photo.gif": lambda: scene_picture(0, (40, 40), "P"),
     "photo.bmp": lambda: noise_picture((37, 29)),
-}
-# The known differences: the SavedModel keeps what the recipe composites on white, or
-# turns upright.
-DIFFERENT = {
     "rgba.png": lambda: noise_picture((61, 47), "RGBA"),
     "grey_alpha.png": lambda: noise_picture((35, 30), "LA"),
+    "transparent_colour.png": lambda: (scene_picture(2, (30, 30), "P"), {"transparency": 0}),
+}
+# The known differences: the recipe turns the photo upright, or composites on white.
+DIFFERENT = {
     "rotated.jpg": lambda: rotated_jpeg((40, 30)),
+    "transparent.gif": lambda: (scene_picture(2, (30, 30), "P"), {"transparency": 0}),
 }
 
 

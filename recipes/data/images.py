@@ -93,10 +93,24 @@ def _to_rgb(image):
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         # A transparent pixel's own colour is arbitrary (often black): show the white
         # a viewer would.
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        rgba = np.asarray(image.convert("RGBA"))
+        return Image.fromarray(composite_on_white(rgba).numpy(), "RGB")
     return image.convert("RGB")
+
+
+def composite_on_white(pixels):
+    """RGBA over white, in TensorFlow ops: uint8 `(height, width, 4)` -> RGB `(..., 3)`.
+
+    Each colour becomes `(colour * alpha + 255 * (255 - alpha)) / 255`, rounded half up
+    in integers (opaque pixels keep their colour exactly). `read_pixels` runs this
+    function on transparent images, and so does the exported SavedModel on every PNG.
+    """
+    import tensorflow as tf
+
+    pixels = tf.cast(pixels, "int32")
+    colour, alpha = pixels[..., :3], pixels[..., 3:]
+    blended = (colour * alpha + 255 * (255 - alpha) + 127) // 255
+    return tf.cast(blended, "uint8")
 
 
 def _array_to_image(array):
