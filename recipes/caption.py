@@ -231,7 +231,11 @@ def mirrored_word_ids(vocabulary):
 
 
 def decode_captions(vocabulary, token_rows):
-    return [" ".join(vocabulary.decode(ids)) for ids in token_rows]
+    """The caption of each row of ids (`WordVocabulary.decode_tensor`, as exported)."""
+    token_rows = np.asarray(token_rows, dtype="int32")
+    if not len(token_rows):
+        return []
+    return [text.decode("utf-8") for text in vocabulary.decode_tensor(token_rows).numpy()]
 
 
 # -- model ---------------------------------------------------------------------------------
@@ -301,11 +305,11 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
 
 def grid_features(encoder, images, cache_directory, batch_size=64):
     """The frozen backbone's regions for `images`, cached on disk between runs."""
-    from recipes.data.images import FeatureCache, image_key
+    from recipes.data.images import PIXELS_VERSION, FeatureCache, image_key
 
     key = (
         f"{encoder.backbone}-{encoder.backbone_weights}-{encoder.alpha}-"
-        f"{encoder.coordinates}-{images.shape[1]}"
+        f"{encoder.coordinates}-{images.shape[1]}-{PIXELS_VERSION}"
     )
     if encoder.fine_tune_from is not None:  # the frozen layers' output, before the rest
         key += f"-before-{encoder.fine_tune_from}"
@@ -688,7 +692,17 @@ def main(argv=None):
     if args.command == "export":
         from recipes import export
 
-        export.export_captioning(args.run, args.out)
+        export.check_output(args.out)  # before the run is loaded: a quick error
+        config, model, vocabulary = load_run(args.run)
+        export.export_captioning(
+            args.out,
+            model,
+            vocabulary,
+            image_size=config.image_size,
+            max_caption_length=config.max_caption_length,
+            beam_size=config.beam_size,
+            length_penalty=config.length_penalty,
+        )
         return 0
     caption(args.run, args.images, args.beam_size, args.attention_png)
     return 0

@@ -397,9 +397,11 @@ def translate(run, texts, beam_size=None, attention_png=None, batch_size=64):
     beam_size = config.beam_size if beam_size is None else beam_size
     texts = texts or stdin_lines()
     outputs = [""] * len(texts)
-    non_empty = [index for index, text in enumerate(texts) if text.strip()]
+    all_ids = source_vocabulary.encode(texts)
+    # A text without a word is not searched: its output is "" (as in the export).
+    non_empty = [index for index, ids in enumerate(all_ids) if ids]
     if non_empty:
-        source_ids = source_vocabulary.encode([texts[index] for index in non_empty])
+        source_ids = [all_ids[index] for index in non_empty]
         truncated = sum(len(ids) > config.max_tokens for ids in source_ids)
         if truncated:
             print(
@@ -458,7 +460,17 @@ def main(argv=None):
     if args.command == "export":
         from recipes import export
 
-        export.export_translation(args.run, args.out)
+        export.check_output(args.out)  # before the run is loaded: a quick error
+        config, model, source_vocabulary, target_vocabulary = load_run(args.run)
+        export.export_translation(
+            args.out,
+            model,
+            source_vocabulary,
+            target_vocabulary,
+            max_tokens=config.max_tokens,
+            beam_size=config.beam_size,
+            length_penalty=config.length_penalty,
+        )
         return 0
     translate(args.run, args.texts, args.beam_size, args.attention_png)
     return 0

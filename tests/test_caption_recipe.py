@@ -257,3 +257,25 @@ def test_init_from_starts_from_a_trained_run(tmp_path, capsys):
     missing = [*argv[:-3], str(tmp_path / "nothing"), "--out", str(tmp_path / "other")]
     assert cli.run_main(caption.main, missing) == 2
     assert "--init-from: no such directory" in capsys.readouterr().err
+
+
+def test_grid_features_are_computed_again_for_new_pixels(tmp_path, monkeypatch):
+    from recipes.data import images
+
+    computed = []
+
+    class Encoder:  # what `grid_features` reads of an `ImageGridEncoder`
+        backbone, backbone_weights, alpha, coordinates, fine_tune_from = "cnn", None, None, 0, None
+
+        def __call__(self, batch, training=False):
+            computed.extend(batch)
+            return np.asarray(batch).reshape(len(batch), -1)[:, :4]
+
+    pictures = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype="uint8")
+    first = caption.grid_features(Encoder(), pictures, tmp_path)
+    np.testing.assert_array_equal(caption.grid_features(Encoder(), pictures, tmp_path), first)
+    assert len(computed) == 3  # the second time from the cache
+    # Features of pixels from another `load_image` are not reused.
+    monkeypatch.setattr(images, "PIXELS_VERSION", images.PIXELS_VERSION + "-next")
+    caption.grid_features(Encoder(), pictures, tmp_path)
+    assert len(computed) == 6

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, JpegImagePlugin
+from PIL import Image
 
 from recipes.data.images import (
     END_ID,
@@ -25,6 +25,7 @@ from recipes.data.images import (
     load_tfds_coco_captions,
     read_coco,
     read_flickr8k,
+    resize_image,
     tokenize_caption,
 )
 
@@ -60,7 +61,7 @@ MODE_CASES = [
     ("RGBA", _image("RGBA", (255, 0, 0, 0), (0, 0, 255, 128)), "png", WHITE, (127, 127, 255)),
     ("LA", _image("LA", (0, 0), (0, 128)), "png", WHITE, (127, 127, 127)),
     ("CMYK", _image("CMYK", (0, 255, 255, 0), (0, 0, 0, 255)), "tif", RED, BLACK),
-    # 16-bit: 65535 is white and 32896 mid grey (32896 / 257 = 128), not both clipped to 255.
+    # 16-bit: 65535 is white and 32896 mid grey (high byte 128), not both clipped to 255.
     ("I;16", _image("I;16", 65535, 32896), "png", WHITE, (128, 128, 128)),
     ("I", _image("I", 65535, 32896), "tif", WHITE, (128, 128, 128)),
     ("1", _image("1", 0, 1), "png", BLACK, WHITE),
@@ -157,24 +158,31 @@ def test_load_image_raises_image_error_naming_the_file(tmp_path, name, make):
     assert raised.value.path == str(path) and raised.value.reason
 
 
-def test_load_image_decodes_a_huge_jpeg_at_reduced_scale(tmp_path, monkeypatch):
-    path = tmp_path / "huge.jpg"
-    huge = Image.new("RGB", (6000, 6000), RED)
-    huge.paste(Image.new("RGB", (3000, 6000), BLUE), (3000, 0))
-    huge.save(path)
-    decoded_sizes = []
-    original_draft = JpegImagePlugin.JpegImageFile.draft
-
-    def recording_draft(image, mode, size):
-        result = original_draft(image, mode, size)
-        decoded_sizes.append(image.size)
-        return result
-
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
+def test_load_image_decodes_a_large_jpeg_at_full_size(tmp_path):
+    # No reduced-scale decoding (Pillow's `draft`): the full decode, resized by
+    # `resize_image`, as the exported model computes it.
+    path = tmp_path / "large.jpg"
+    large = Image.new("RGB", (1200, 900), RED)
+    large.paste(Image.new("RGB", (600, 900), BLUE), (600, 0))
+    large.save(path)
+    with Image.open(path) as image:
+        full = np.asarray(image.convert("RGB"))
     pixels = load_image(path, 64)
-    assert decoded_sizes == [(750, 750)]  # 1/8 of the size: the DCT does the work
+    np.testing.assert_array_equal(pixels, resize_image(full, 64).numpy())
     np.testing.assert_allclose(pixels[:, :28].reshape(-1, 3), [RED] * 64 * 28, atol=12)
     np.testing.assert_allclose(pixels[:, 36:].reshape(-1, 3), [BLUE] * 64 * 28, atol=12)
+
+
+def test_resize_image_is_antialiased_and_rounded():
+    # A 1-pixel checkerboard shrunk by 4 averages to grey (no aliasing); a flat colour
+    # stays exact; values are rounded to uint8.
+    board = (np.indices((64, 64)).sum(axis=0) % 2 * 255).astype("uint8")
+    board = np.repeat(board[..., None], 3, axis=-1)
+    shrunk = resize_image(board, 16).numpy()
+    assert shrunk.dtype == np.uint8 and shrunk.shape == (16, 16, 3)
+    assert np.abs(shrunk[2:-2, 2:-2].astype(int) - 128).max() <= 1
+    flat = np.full((7, 5, 3), (10, 200, 30), dtype="uint8")
+    assert (resize_image(flat, 12).numpy() == (10, 200, 30)).all()
 
 
 @pytest.mark.parametrize("limit, loads", [(64 * 64 // 2 + 1, True), (64 * 64 // 2 - 1, False)])
@@ -530,6 +538,15 @@ def test_vocabulary_ids_order_and_unknown_words():
 def test_vocabulary_decode(ids, words):
     assert _vocabulary().decode(ids) == words
     assert _vocabulary().decode(np.array(ids, dtype=np.int32)) == words
+
+
+def test_vocabulary_decode_tensor_joins_the_decoded_words():
+    vocabulary = _vocabulary()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, len(vocabulary), (200, 6)).astype("int32")  # many special ids
+    captions = [text.decode() for text in vocabulary.decode_tensor(ids).numpy()]
+    assert captions == [" ".join(vocabulary.decode(row)) for row in ids]
+    assert {"", "a dog"} < set(captions)
 
 
 def test_vocabulary_save_load_round_trip(tmp_path):

@@ -27,6 +27,7 @@ from recipes.data.text import (
     load_corpus,
     load_tfds,
     make_dataset,
+    normalize_tensor,
     pad_batch,
     read_parallel_directory,
     read_tsv,
@@ -382,6 +383,37 @@ def test_decode_inverts_encode(lowercase, trainer):
         if lowercase
         else 'Straße, Größe; "quoted" text: 42 euros'
     )
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_normalize_tensor_composes_joins_whitespace_and_lowercases(lowercase):
+    texts = [
+        "Cafe\u0301 \u212bngstro\u0308m",  # decomposed é, the Angstrom sign: NFC composes
+        " a\u3000\u00a0b\x1c\u2028c\t\n ",  # whitespace Python's str.split splits on
+        "STRAẞE İ",
+        "A\x00B",  # TensorFlow's lowercasing alone would end the string at the NUL
+        "",
+    ]
+    expected = ["Café Ångström", "a b c", "STRAẞE İ", "A\x00B", ""]
+    if lowercase:  # "ẞ" lowercases to "ß", which stays (no casefolding to "ss")
+        expected = ["café ångström", "a b c", "straße i\u0307", "a\x00b", ""]
+    normalized = tf.function(lambda texts: normalize_tensor(texts, lowercase))(texts)
+    assert [text.decode() for text in normalized.numpy()] == expected
+    assert SubwordVocabulary(RESERVED_TOKENS, lowercase).normalize(texts) == expected
+    # Bytes that are not UTF-8 (only a served model sees them) become U+FFFD.
+    replaced = normalize_tensor(tf.constant([b"a\xff b"]), lowercase).numpy()
+    assert replaced[0].decode() == "a\ufffd b"
+
+
+def test_tensor_functions_match_encode_and_decode(vocabulary):
+    texts = ["junge Männer sind", "", "Büsche 日本", "  im  Freien "]
+    ids = vocabulary.encode(texts)
+    graph_ids = tf.function(vocabulary.encode_tensor)(tf.constant(texts))
+    assert graph_ids.to_list() == ids
+    padded = pad_batch([[1, *row, 2, 7] for row in ids])  # start, end, a token after the end
+    texts = tf.function(vocabulary.decode_tensor)(tf.constant(padded)).numpy()
+    assert [text.decode() for text in texts] == vocabulary.decode(ids)
+    assert vocabulary.decode(ids) == ["junge Männer sind", "", "Büsche [UNK]", "im Freien"]
 
 
 def test_encode_returns_python_ints_and_merges_frequent_pieces(vocabulary):

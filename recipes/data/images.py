@@ -1,8 +1,10 @@
 """Real images and their captions: loading, caption corpora, a word vocabulary, a feature cache.
 
 - `load_image` / `load_images`: any image file Pillow reads (or an array) to a square
-  uint8 RGB array, with EXIF orientation applied and odd modes converted properly;
-  unreadable files raise `ImageError` (or are listed as skipped, never silently).
+  uint8 RGB array, with EXIF orientation applied and odd modes converted properly
+  (`read_pixels`), resized by `resize_image` (TensorFlow ops that the exported
+  SavedModel runs too); unreadable files raise `ImageError` (or are listed as skipped,
+  never silently).
 - `read_flickr8k`, `read_coco`, `load_tfds_coco_captions`, `load_caption_corpus`:
   captions grouped by image and split by image into train, val and test, in a
   `CaptionCorpus` that also counts every record it had to skip, and why.
@@ -39,6 +41,9 @@ FLICKR8K_SPLIT_FILES = {
     "val": "Flickr_8k.devImages.txt",
     "test": "Flickr_8k.testImages.txt",
 }
+# Part of the feature cache's keys (`recipes.caption.grid_features`): the version of the
+# pixels `load_image` gives, so that features of older pixels are not reused.
+PIXELS_VERSION = "tf-resize-1"
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 # "IMAGE#N<TAB>caption"; the original Flickr8k.token.txt has a few lines with spaces
@@ -71,10 +76,11 @@ def _describe_source(source):
 
 
 def _sixteen_bit_to_rgb(image):
-    # 16-bit grey ("I;16*", and "I" as 16-bit PNG and TIFF files decode) is scaled so
-    # that 65535 becomes 255; converting with Pillow would clip everything above 255.
-    values = np.clip(np.asarray(image).astype(np.float64), 0, 65535) / 257.0
-    return Image.fromarray(np.round(values).astype(np.uint8), "L").convert("RGB")
+    # 16-bit grey ("I;16*", and "I" as 16-bit PNG and TIFF files decode) keeps its high
+    # byte, so that 65535 becomes 255 (converting with Pillow would clip everything above
+    # 255): as Pillow reads 16-bit colour, and as TensorFlow decodes any 16-bit PNG.
+    values = np.clip(np.asarray(image), 0, 65535).astype(np.uint16) >> 8
+    return Image.fromarray(values.astype(np.uint8), "L").convert("RGB")
 
 
 def _to_rgb(image):
@@ -87,10 +93,24 @@ def _to_rgb(image):
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         # A transparent pixel's own colour is arbitrary (often black): show the white
         # a viewer would.
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        rgba = np.asarray(image.convert("RGBA"))
+        return Image.fromarray(composite_on_white(rgba).numpy(), "RGB")
     return image.convert("RGB")
+
+
+def composite_on_white(pixels):
+    """RGBA over white, in TensorFlow ops: uint8 `(height, width, 4)` -> RGB `(..., 3)`.
+
+    Each colour becomes `(colour * alpha + 255 * (255 - alpha)) / 255`, rounded half up
+    in integers (opaque pixels keep their colour exactly). `read_pixels` runs this
+    function on transparent images, and so does the exported SavedModel on every PNG.
+    """
+    import tensorflow as tf
+
+    pixels = tf.cast(pixels, "int32")
+    colour, alpha = pixels[..., :3], pixels[..., 3:]
+    blended = (colour * alpha + 255 * (255 - alpha) + 127) // 255
+    return tf.cast(blended, "uint8")
 
 
 def _array_to_image(array):
@@ -121,14 +141,61 @@ def _is_empty_file(path):
         return False
 
 
-def _open_file(path, size):
+def _open_file(path):
     with Image.open(path) as image:
-        # A JPEG decodes at 1/2, 1/4 or 1/8 scale in its DCT for a fraction of the time
-        # and memory, as long as the result is still at least `size` on both sides.
-        image.draft(None, (size, size))
+        # At full size: no `draft` (a JPEG decoded at a reduced scale in its DCT), so that
+        # the pixels are those TensorFlow's decoder gives the exported model.
         image.load()
         # A copy (rotated or not) that outlives the file.
         return ImageOps.exif_transpose(image)
+
+
+def resize_image(pixels, size):
+    """The resize of every image a captioning model sees, in TensorFlow ops.
+
+    Antialiased bilinear (`tf.image.resize`), rounded half to even to uint8. `load_image`
+    runs this function, and so does the exported SavedModel (`recipes.export`) after
+    decoding: the same pixels reach the model.
+
+    Args:
+        pixels: uint8 RGB `(height, width, 3)`, an array or a tensor.
+        size: Side of the result in pixels.
+
+    Returns:
+        A uint8 tensor `(size, size, 3)`.
+    """
+    import tensorflow as tf  # imported here: reading captions and files does without it
+
+    resized = tf.image.resize(pixels, [size, size], method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), "uint8")
+
+
+def read_pixels(source):
+    """An image at full size as a `(height, width, 3)` uint8 RGB array (see `load_image`).
+
+    Raises:
+        ImageError: As `load_image`.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if isinstance(source, np.ndarray):
+                image = _array_to_image(source)
+            else:
+                image = _open_file(source)
+            return np.asarray(_to_rgb(image), dtype=np.uint8)
+    except Image.DecompressionBombError as error:
+        raise ImageError(
+            _describe_source(source),
+            f"{error} Raise PIL.Image.MAX_IMAGE_PIXELS to load it.",
+        ) from error
+    # Pillow's decoders raise many exception types on corrupt data (OSError,
+    # SyntaxError, struct.error, ...): all of them mean "this image cannot be used".
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if not isinstance(source, np.ndarray) and _is_empty_file(source):
+            reason += " (an empty file: 0 bytes)"  # Pillow only says it cannot identify it
+        raise ImageError(_describe_source(source), reason) from error
 
 
 def load_image(source, size):
@@ -137,18 +204,18 @@ def load_image(source, size):
     The image is rotated/flipped as its EXIF orientation tag says, converted to RGB
     (grey, palette, CMYK and 1-bit images as Pillow does; transparent and
     semi-transparent pixels composited on white; 16-bit images scaled so that 65535 is
-    255), and resized to `size` x `size` with Pillow's antialiased bilinear filter. The
+    255, keeping the high byte), and resized to `size` x `size` by `resize_image`
+    (antialiased bilinear, in TensorFlow ops the exported SavedModel runs too). The
     aspect ratio is not kept, as is usual for captioning (the shared Flickr8k copy is
     already squashed to 224 x 224). Tiny images, down to 1 x 1, are valid images and are
     upscaled like any other (a 1 x 1 image gives a flat colour); they are not skipped.
 
-    Very large images: JPEGs are decoded at a reduced scale (Pillow's `draft`, still at
-    least `size` pixels on each side), so a 6000 x 6000 JPEG loads in a fraction of the
-    time a full decode takes. Pillow's decompression-bomb protection is kept: an image of
-    more than `2 * PIL.Image.MAX_IMAGE_PIXELS` pixels (about 179 million by default)
-    raises `ImageError`; raise `PIL.Image.MAX_IMAGE_PIXELS` (or set it to None) to accept
-    bigger images. Pillow's warning for images between one and two times the limit is
-    silenced: such images are loaded as asked.
+    Very large images are decoded at full size (as TensorFlow decodes them for the
+    exported model) and only then resized. Pillow's decompression-bomb protection is
+    kept: an image of more than `2 * PIL.Image.MAX_IMAGE_PIXELS` pixels (about 179
+    million by default) raises `ImageError`; raise `PIL.Image.MAX_IMAGE_PIXELS` (or set
+    it to None) to accept bigger images. Pillow's warning for images between one and two
+    times the limit is silenced: such images are loaded as asked.
 
     Args:
         source: A file path, or a pixel array (`(H, W)`, `(H, W, 1)`, `(H, W, 3)` or
@@ -166,30 +233,7 @@ def load_image(source, size):
     size = int(size)
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            if isinstance(source, np.ndarray):
-                image = _array_to_image(source)
-            else:
-                image = _open_file(source, size)
-            image = _to_rgb(image)
-            # `reducing_gap` first shrinks big images by an integer factor with a box
-            # filter: much faster, and the same to the eye.
-            image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    except Image.DecompressionBombError as error:
-        raise ImageError(
-            _describe_source(source),
-            f"{error} Raise PIL.Image.MAX_IMAGE_PIXELS to load it.",
-        ) from error
-    # Pillow's decoders raise many exception types on corrupt data (OSError,
-    # SyntaxError, struct.error, ...): all of them mean "this image cannot be used".
-    except Exception as error:
-        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        if not isinstance(source, np.ndarray) and _is_empty_file(source):
-            reason += " (an empty file: 0 bytes)"  # Pillow only says it cannot identify it
-        raise ImageError(_describe_source(source), reason) from error
-    return np.asarray(image, dtype=np.uint8)
+    return resize_image(read_pixels(source), size).numpy()
 
 
 def load_images(sources, size):
@@ -716,6 +760,23 @@ class WordVocabulary:
     def encode(self, tokens):
         """Ids of `tokens`; unknown words give `UNKNOWN_ID`. No start or end is added."""
         return [self.ids.get(token, UNKNOWN_ID) for token in tokens]
+
+    def decode_tensor(self, ids):
+        """The captions of int ids `(batch, length)` in TensorFlow ops, strings `(batch,)`:
+        the words of `decode` joined by single spaces.
+
+        The recipe's captions come from this function, and so do the exported
+        SavedModel's (`recipes.export`).
+        """
+        import tensorflow as tf
+
+        from recipes.data.text import kept_tokens  # the same special ids
+
+        words = tf.gather(tf.constant(self.words), ids)
+        kept = kept_tokens(ids)
+        after_kept = tf.cumsum(tf.cast(kept, "int32"), axis=1, exclusive=True) > 0
+        separators = tf.where(after_kept, " ", "")
+        return tf.strings.reduce_join(tf.where(kept, separators + words, ""), axis=1)
 
     def decode(self, ids):
         """Words of `ids` up to the first end token; padding and start are left out."""

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import re
-import unicodedata
 
 import numpy as np
 import tensorflow as tf
@@ -441,8 +440,8 @@ ENCODE_CHUNK = 8192  # strings tokenized per call
 class SubwordVocabulary:
     """A WordPiece vocabulary; ids 0-3 are `[PAD]`, `[START]`, `[END]`, `[UNK]`.
 
-    Text is normalised first: Unicode NFC, lowercased with `str.lower` if `lowercase`,
-    and split on whitespace (any Unicode whitespace, runs count as one). Each
+    Text is normalised first (`normalize_tensor`): Unicode NFC, lowercased if
+    `lowercase`, and split on whitespace (any Unicode whitespace, runs count as one). Each
     whitespace-separated word is cut into pieces by keras-hub's `WordPieceTokenizer`
     (greedy longest match); pieces after the first carry the `##` mark. Punctuation
     stays part of its word: "Haus." becomes "Haus", "##." and is glued back on decode.
@@ -544,38 +543,52 @@ class SubwordVocabulary:
         return cls(tokens, lowercase=lowercase)
 
     def normalize(self, texts):
-        """The texts as this vocabulary sees them; `decode(encode(x))` gives these back."""
+        """The texts as this vocabulary sees them (`normalize_tensor`); `decode(encode(x))`
+        gives these back."""
         return _normalize(texts, self.lowercase)
 
     def encode(self, texts):
-        """Ids of each text (lists of Python ints, no start or end token)."""
-        normalized = self.normalize(texts)
-        ids = []
-        for start in range(0, len(normalized), ENCODE_CHUNK):
-            # Already normalised to single spaces, so TF's ASCII whitespace split is exact.
-            words = tf.strings.split(tf.constant(normalized[start : start + ENCODE_CHUNK]))
-            ids.extend(_to_lists(self.tokenizer(words)))
+        """Ids of each text (lists of Python ints, no start or end token): `encode_tensor`."""
+        if isinstance(texts, str):
+            raise TypeError("expected a list of strings, got one string")
+        texts, ids = list(texts), []
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            chunk = tf.constant(texts[start : start + ENCODE_CHUNK], tf.string)
+            ids.extend(_to_lists(self.encode_tensor(chunk)))
         return [[int(i) for i in row] for row in ids]
+
+    def encode_tensor(self, texts):
+        """The ids of a 1-D string tensor, ragged int32 `(batch, None)`, in TensorFlow ops.
+
+        `normalize_tensor`, a split at the spaces it leaves, then keras-hub's WordPiece.
+        `encode` runs this function, and so does the exported SavedModel (`recipes.export`).
+        """
+        # Normalised to single spaces, so TF's ASCII whitespace split is exact.
+        words = tf.strings.split(normalize_tensor(texts, self.lowercase))
+        return self.tokenizer(words)
 
     def decode(self, id_lists):
         """Texts of id sequences: stops at the first end token, drops padding and start,
-        joins `##` pieces to the piece before them and words with one space."""
-        texts = []
-        for ids in id_lists:
-            pieces = []
-            for token_id in ids:
-                token_id = int(token_id)
-                if token_id == END_ID:
-                    break
-                if token_id in (PAD_ID, START_ID):
-                    continue
-                token = self.token_list[token_id]
-                if token.startswith(SUFFIX) and pieces:
-                    pieces[-1] += token[len(SUFFIX) :]
-                else:
-                    pieces.append(token.removeprefix(SUFFIX))
-            texts.append(" ".join(pieces))
-        return texts
+        joins `##` pieces to the piece before them and words with one space
+        (`decode_tensor`)."""
+        id_lists = [list(ids) for ids in id_lists]
+        if not id_lists:
+            return []
+        texts = self.decode_tensor(tf.constant(pad_batch(id_lists)))  # padding is dropped
+        return [text.decode("utf-8") for text in texts.numpy()]
+
+    def decode_tensor(self, ids):
+        """`decode` in TensorFlow ops: int ids `(batch, length)` -> strings `(batch,)`.
+
+        `decode` runs this function, and so does the exported SavedModel.
+        """
+        pieces = tf.gather(tf.constant(self.token_list), ids)
+        kept = kept_tokens(ids)
+        after_kept = tf.cumsum(tf.cast(kept, "int32"), axis=1, exclusive=True) > 0
+        is_suffix = tf.strings.substr(pieces, 0, len(SUFFIX)) == SUFFIX
+        texts = tf.strings.regex_replace(pieces, "^" + SUFFIX, "")
+        separators = tf.where(after_kept & ~is_suffix, " ", "")
+        return tf.strings.reduce_join(tf.where(kept, separators + texts, ""), axis=1)
 
     def tokens(self, ids):
         """The token string of every id, padding included (to line up with attention)."""
@@ -585,8 +598,53 @@ class SubwordVocabulary:
 def _normalize(texts, lowercase):
     if isinstance(texts, str):
         raise TypeError("expected a list of strings, got one string")
-    normalized = [" ".join(unicodedata.normalize("NFC", text).split()) for text in texts]
-    return [text.lower() for text in normalized] if lowercase else normalized
+    texts, normalized = list(texts), []
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        chunk = tf.constant(texts[start : start + ENCODE_CHUNK], tf.string)
+        normalized.extend(
+            text.decode("utf-8") for text in normalize_tensor(chunk, lowercase).numpy()
+        )
+    return normalized
+
+
+# The characters Python's `str.split` splits on (all below U+3001): the whitespace of text.
+WHITESPACE = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
+_WHITESPACE_RUN = "[" + "".join(f"\\x{{{ord(character):x}}}" for character in WHITESPACE) + "]+"
+
+
+def normalize_tensor(texts, lowercase):
+    """The one normalisation of text, in TensorFlow ops: a 1-D string tensor -> the texts
+    as a vocabulary sees them.
+
+    Invalid UTF-8 becomes U+FFFD; then Unicode NFC (TensorFlow Text's, ICU), every run of
+    `WHITESPACE` one space, no space at the ends, and lowercasing (ICU's, which keeps "ß":
+    no casefolding) if `lowercase`. Building a vocabulary, `encode`, `normalize` and the
+    exported SavedModel all run this function.
+    """
+    import tensorflow_text  # imported here: only vocabularies need it
+
+    texts = tf.ensure_shape(tf.convert_to_tensor(texts, tf.string), [None])
+    texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace")
+    texts = tensorflow_text.normalize_utf8(texts, "NFC")
+    texts = tf.strings.strip(tf.strings.regex_replace(texts, _WHITESPACE_RUN, " "))
+    return _lower(texts) if lowercase else texts
+
+
+def _lower(texts):
+    # `tf.strings.lower` ends a string at its first NUL: lowercase the parts between.
+    # (A NUL separator of `reduce_join` is lost on ragged input: the NULs are values here.)
+    parts = tf.strings.split(texts, "\x00")
+    positions = tf.range(tf.size(parts.flat_values, out_type=tf.int64))
+    last = positions + 1 == tf.gather(parts.row_limits(), parts.value_rowids())
+    lowered = tf.strings.lower(parts.flat_values, encoding="utf-8") + tf.where(last, "", "\x00")
+    return tf.strings.reduce_join(parts.with_flat_values(lowered), axis=1)
+
+
+def kept_tokens(ids):
+    """True on the ids `(batch, length)` before the first end token that are not padding
+    or start: the ones a vocabulary's decoding shows."""
+    before_end = tf.cumsum(tf.cast(ids == END_ID, "int32"), axis=1) == 0
+    return before_end & (ids != PAD_ID) & (ids != START_ID)
 
 
 def _word_piece_tokenizer(tokens):
@@ -595,7 +653,7 @@ def _word_piece_tokenizer(tokens):
 
     return keras_hub.tokenizers.WordPieceTokenizer(
         vocabulary=tokens,
-        lowercase=False,  # done in `_normalize` by str.lower, which keeps "ß" (casefold: "ss")
+        lowercase=False,  # done in `normalize_tensor`, which keeps "ß" (casefold: "ss")
         strip_accents=False,
         split=False,  # words come split on whitespace, see `encode`
         suffix_indicator=SUFFIX,
