@@ -7,7 +7,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-
 if keras.config.backend() == "torch":
     import torch
 
