@@ -50,8 +50,15 @@ SLOW_MODULES = {
 }
 
 
+# Fixtures that train a model first: every test that takes one is slow.
+SLOW_FIXTURES = {"trained"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """`make test-fast` deselects the `slow` tests: these modules, and tests marked so."""
+    """`make test-fast` deselects the `slow` tests: the modules and fixtures above, the
+    docstring examples that build whole `Seq2Seq` models, and tests marked so."""
     for item in items:
-        if item.path.name in SLOW_MODULES:
+        uses_slow_fixture = SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+        seq2seq_example = item.path.name == "seq2seq.py"  # doctests of multiattn/seq2seq.py
+        if item.path.name in SLOW_MODULES or uses_slow_fixture or seq2seq_example:
             item.add_marker(pytest.mark.slow)

@@ -7,6 +7,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from multiattn import AttentionDecoder, BeamSearch, BiLSTMEncoder, ImageGridEncoder, Seq2Seq
 from multiattn import attention as attention_layers
@@ -41,6 +42,7 @@ def test_layers_with_masks(rng):
         assert np.all(weights[0, :, 3:] == 0.0), name
 
 
+@pytest.mark.slow
 def test_seq2seq_fits_generates_saves_and_loads(rng, tmp_path):
     source, target_in, target_out = copy_task(rng, 384)
     model = Seq2Seq(

@@ -230,6 +230,7 @@ def test_dropout_only_in_training(rng):
     assert not np.allclose(training, inference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_name", [*CONFIGS, "plain"])
 def test_keras_file_round_trip(config_name, rng, tmp_path):
     decoder = make_decoder(config_name)

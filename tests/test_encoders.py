@@ -198,6 +198,7 @@ PREPROCESS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "backbone, arguments, size, grid, channels", BACKBONE_CASES, ids=[c[0] for c in BACKBONE_CASES]
 )
@@ -269,6 +270,7 @@ def _mobilenet_025():
     )
 
 
+@pytest.mark.slow
 def test_image_grid_loads_a_local_weights_file_and_reloads_without_it(tmp_path):
     source = _mobilenet_025()
     weights_path = tmp_path / "mobilenet.weights.h5"
@@ -294,6 +296,7 @@ def test_image_grid_loads_a_local_weights_file_and_reloads_without_it(tmp_path):
     np.testing.assert_array_equal(_numpy(restored(images)), regions)
 
 
+@pytest.mark.slow
 def test_image_grid_loads_the_official_mobilenet_weights():
     if not OFFICIAL_MOBILENET_WEIGHTS.exists():
         pytest.skip(f"{OFFICIAL_MOBILENET_WEIGHTS} is not there (it sits in ../shared on CI)")
@@ -312,6 +315,7 @@ def test_image_grid_loads_the_official_mobilenet_weights():
     _assert_differ(random, regions)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "backbone, arguments",
     [("small_cnn", {"filters": (4, 8), "units": 6}), ("mobilenet", {"alpha": 0.25})],
@@ -429,6 +433,7 @@ def test_fine_tune_from_trains_the_later_layers_without_their_batch_norm(mobilen
     assert layer_names(twin.trainable_weights) == layer_names(encoder.trainable_weights)
 
 
+@pytest.mark.slow
 def test_fine_tune_from_gradients_reach_only_the_tuned_layers(mobilenet_weights):
     path, _ = mobilenet_weights
     encoder = ImageGridEncoder("mobilenet", alpha=0.25, weights=path, fine_tune_from="conv_dw_13")
@@ -446,6 +451,7 @@ def test_fine_tune_from_gradients_reach_only_the_tuned_layers(mobilenet_weights)
     assert changed == ["conv_dw_13", "conv_pw_13"]
 
 
+@pytest.mark.slow
 def test_fine_tune_from_round_trips_through_a_keras_file(mobilenet_weights, tmp_path):
     path, _ = mobilenet_weights
     encoder = ImageGridEncoder("mobilenet", alpha=0.25, weights=path, fine_tune_from="conv_dw_12")

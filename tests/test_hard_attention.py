@@ -206,8 +206,9 @@ def exact_gradient(model, memory, target):
     return gradients(loss, model.trainable_variables)[0]
 
 
+@pytest.mark.slow
 def test_estimator_is_unbiased_against_the_enumerated_gradient():
-    """Mean of the estimator over 20,000 samples = exact gradient of the lower bound.
+    """Mean of the estimator over 50,000 samples = exact gradient of the lower bound.
 
     One step over three regions: sum_s p(s) log p(y|s) is enumerated exactly. The
     stated tolerance is 5% of the exact gradient's norm, over all weights together
@@ -217,7 +218,7 @@ def test_estimator_is_unbiased_against_the_enumerated_gradient():
     model, memory = one_step_model()
     model.reward_baseline.assign(-1.0)  # any baseline leaves the estimate unbiased
     exact = exact_gradient(model, memory, target=3)
-    estimate = estimator_gradient(model, memory, target=3, count=20000)
+    estimate = estimator_gradient(model, memory, target=3, count=50000)
     names = [variable.path for variable in model.trainable_variables]
     score = [i for i, name in enumerate(names) if "bahdanau_attention" in name]
     assert len(score) == 4, names  # query and key kernels, bias, score vector
@@ -237,6 +238,7 @@ def test_estimator_is_unbiased_against_the_enumerated_gradient():
     assert not any(without[i].any() for i in score)
 
 
+@pytest.mark.slow
 def test_baseline_moves_by_the_formula(rng):
     """b <- 0.9 b + 0.1 mean log p(y|s); one region makes the sample the expectation."""
     model, memory = one_step_model(regions=1)
@@ -253,6 +255,7 @@ def test_baseline_moves_by_the_formula(rng):
         np.testing.assert_allclose(baseline, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
 @pytest.mark.parametrize("name", LAYERS)
 def test_hard_attention_trains_saves_and_loads(name, policy, rng, tmp_path):

@@ -130,6 +130,7 @@ def test_lines(tmp_path, figures):
         assert_colour(pixel(png, axes, point), second)
 
 
+@pytest.mark.slow
 def test_importing_leaves_the_matplotlib_backend_alone(tmp_path):
     """A library must not switch its user's backend."""
     import subprocess

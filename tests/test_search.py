@@ -768,6 +768,7 @@ def test_random_sampling_owns_its_seed():
 
 
 # -- graph mode --------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif(
     keras.config.backend() != "tensorflow", reason="tf.function traces TensorFlow tensors only"
 )

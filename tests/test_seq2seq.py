@@ -208,6 +208,7 @@ def test_token_accuracy_matches_numpy_argmax(rng):
     assert float(model.token_accuracy.result()) == pytest.approx(want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "search",
     [GreedySearch(min_length=4), BeamSearch(length_penalty=0.0, min_length=4)],
@@ -247,6 +248,7 @@ def test_reverse_padded():
     np.testing.assert_array_equal(reverse_padded(ids), expected)
 
 
+@pytest.mark.slow
 def test_reverse_source_reaches_the_encoder(rng):
     source, target_in, target_out, _ = reversal_data(rng, 4, 2, 6)
     model = make_model(attention=None, reverse_source=True)
@@ -261,6 +263,7 @@ def test_reverse_source_reaches_the_encoder(rng):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weight_name", ["attention_penalty", "coverage_loss_weight"])
 def test_attention_penalties_enter_the_loss(weight_name, rng):
     source, target_in, target_out, _ = reversal_data(rng, 8, 2, 6)
@@ -276,6 +279,7 @@ def test_attention_penalties_enter_the_loss(weight_name, rng):
         Seq2Seq(BiLSTMEncoder(VOCAB, 8, 8), PlainDecoder(VOCAB, 8, 8), **{weight_name: 1.0})
 
 
+@pytest.mark.slow
 def test_image_regions_as_memory(rng):
     """Captioning-style: an image encoder's regions are the memory, with no mask."""
     images = rng.uniform(0, 255, size=(6, 16, 16, 3)).astype("float32")
@@ -352,6 +356,7 @@ def test_attention_holds_up_with_length_and_the_bottleneck_does_not():
     assert attention_long > plain_long + 0.4, accuracy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_token", [False, True])
 def test_sample_weight_weighs_each_sentence(per_token, rng):
     """evaluate/fit's `sample_weight` against a NumPy reference of the weighted mean."""
@@ -382,6 +387,7 @@ def test_sample_weight_weighs_each_sentence(per_token, rng):
     assert unweighted["loss"] != pytest.approx(want_loss, rel=1e-2)
 
 
+@pytest.mark.slow
 def test_a_zero_weight_sentence_has_no_say_in_training(rng):
     source, target_in, target_out, _ = reversal_data(rng, 8, 2, 5)
     weights = np.array([1, 1, 1, 1, 0, 0, 0, 0], "float32")
