@@ -23,10 +23,11 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	$(BIN)/python -m recipes.translate
 
-# Everything on TensorFlow, then the library on JAX.
+# Everything on TensorFlow, then the library on JAX (its slow tests, which compile for
+# minutes on JAX, run in test-backends: the whole of make test stays within CI's time).
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(LIBRARY_TESTS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(LIBRARY_TESTS)
 
 # The edit-test loop: no recipe trainings, subprocesses or convergence runs.
 test-fast: $(INSTALLED)

@@ -352,7 +352,7 @@ def test_attention_holds_up_with_length_and_the_bottleneck_does_not():
     attention_short, attention_long = accuracy["bahdanau"]
     plain_short, plain_long = accuracy[None]
     assert attention_short > 0.97 and attention_long > 0.95, (accuracy, stopper.epochs_run)
-    assert plain_long < plain_short - 0.1, accuracy
+    assert plain_long < 0.75 * plain_short, accuracy  # the bottleneck falls off with length
     assert attention_long > plain_long + 0.4, accuracy
 
 
