@@ -19,10 +19,12 @@ import time
 
 import numpy as np
 
+from multiattn.attention import NAMES as ATTENTIONS
+from multiattn.encoders.image_grid_encoder import BACKBONES
+from multiattn.special_tokens import END_ID, START_ID
 from recipes import cli, runtime
+from recipes.data import SPLITS
 
-ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value")
-BACKBONES = ("small_cnn", "mobilenet", "mobilenet_v2", "efficientnet_b0", "resnet50")
 MONITORS = ("val_loss", "val_bleu4", "val_cider")
 
 
@@ -117,7 +119,7 @@ class Split:
     scenes: list | None = None  # generated scenes, for attention localization
 
 
-def load_splits(config, splits=("train", "val", "test"), fallback=None):
+def load_splits(config, splits=SPLITS, fallback=None):
     """`{split: Split}`; a fixed split that is absent is an error, or gives `fallback`.
 
     `fallback` serves the default evaluation of `all`: a Flickr8k directory with the
@@ -141,7 +143,8 @@ def load_splits(config, splits=("train", "val", "test"), fallback=None):
             )
             for split in splits
         }
-    from recipes.data.images import DataError, load_caption_corpus, load_images
+    from recipes.data import DataError
+    from recipes.data.images import load_caption_corpus, load_images
 
     cli.stage(f"loading captions: {config.data}")
     corpus = load_caption_corpus(config.data, seed=config.seed)
@@ -168,7 +171,7 @@ def load_splits(config, splits=("train", "val", "test"), fallback=None):
                 path, reason = skipped[0]
                 why = f"none of its {len(entries)} images is readable, e.g. {path}: {reason}"
             else:
-                total = sum(len(getattr(corpus, name)) for name in ("train", "val", "test"))
+                total = sum(len(getattr(corpus, name)) for name in SPLITS)
                 why = f"the split by image gave it none of the {total} images"
             raise cli.UsageError(f"--data {config.data}: no usable {split} images ({why})")
         result[split] = Split(images=images, captions=captions)
@@ -289,8 +292,8 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
     model = Seq2Seq(
         encoder,
         decoder,
-        start_id=1,
-        end_id=2,
+        start_id=START_ID,
+        end_id=END_ID,
         attention_penalty=config.attention_penalty,
         **hard_attention_weights,
     )

@@ -18,9 +18,11 @@ import time
 
 import numpy as np
 
+from multiattn.attention import NAMES as ATTENTION_NAMES
+from multiattn.special_tokens import END_ID, START_ID
 from recipes import cli, runtime
 
-ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value", "none")
+ATTENTIONS = (*ATTENTION_NAMES, "none")  # "none": the plain decoder, without attention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,8 +167,8 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
     model = Seq2Seq(
         encoder,
         decoder,
-        start_id=1,
-        end_id=2,
+        start_id=START_ID,
+        end_id=END_ID,
         reverse_source=config.reverse_source,
         label_smoothing=config.label_smoothing,
         **hard_attention_weights,

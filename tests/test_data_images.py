@@ -7,14 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from multiattn.special_tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNKNOWN_ID
+from recipes.data import DataError
 from recipes.data.images import (
-    END_ID,
     FLICKR8K_SPLIT_FILES,
-    PAD_ID,
-    SPECIAL_TOKENS,
-    START_ID,
-    UNKNOWN_ID,
-    DataError,
     FeatureCache,
     ImageError,
     WordVocabulary,

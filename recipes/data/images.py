@@ -26,12 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from multiattn.special_tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNKNOWN_ID
+from recipes.data import SPLITS, DataError
 from recipes.data.skips import SkipCounter
 
-PAD, START, END, UNKNOWN = "[PAD]", "[START]", "[END]", "[UNK]"
-SPECIAL_TOKENS = (PAD, START, END, UNKNOWN)
-PAD_ID, START_ID, END_ID, UNKNOWN_ID = range(len(SPECIAL_TOKENS))
-SPLITS = ("train", "val", "test")
 MAX_SKIPPED_EXAMPLES = 5
 FLICKR8K_CAPTIONS = "captions.token.txt"
 FLICKR8K_IMAGES = "images"
@@ -60,10 +58,6 @@ class ImageError(ValueError):
         super().__init__(f"Cannot load image {path}: {reason}")
         self.path = path
         self.reason = reason
-
-
-class DataError(ValueError):
-    """Caption data that is missing or not in a format this module reads."""
 
 
 # Images ------------------------------------------------------------------------------------

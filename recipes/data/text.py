@@ -24,16 +24,11 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from recipes.data import generated
+from multiattn.special_tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNKNOWN_ID
+from recipes.data import SPLITS, DataError, generated
 from recipes.data.skips import SkipCounter
 
-
-class DataError(ValueError):
-    """The data cannot be read as asked: a missing or malformed file, or no usable pairs."""
-
-
 # -- corpus --------------------------------------------------------------------------------
-SPLITS = ("train", "val", "test")
 LOCATIONS_PER_REASON = 3  # `file:line` examples kept for each skip reason
 
 
@@ -431,8 +426,6 @@ def _is_english(lang):
 
 
 # -- vocabulary ----------------------------------------------------------------------------
-RESERVED_TOKENS = ("[PAD]", "[START]", "[END]", "[UNK]")
-PAD_ID, START_ID, END_ID, UNKNOWN_ID = range(len(RESERVED_TOKENS))
 SUFFIX = "##"  # WordPiece's mark of a piece that continues the previous one
 ENCODE_CHUNK = 8192  # strings tokenized per call
 
@@ -457,8 +450,8 @@ class SubwordVocabulary:
 
     def __init__(self, tokens, lowercase=False):
         tokens = list(tokens)
-        if tuple(tokens[: len(RESERVED_TOKENS)]) != RESERVED_TOKENS:
-            raise ValueError(f"the first tokens must be {RESERVED_TOKENS}, got {tokens[:4]}")
+        if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+            raise ValueError(f"the first tokens must be {SPECIAL_TOKENS}, got {tokens[:4]}")
         if len(set(tokens)) != len(tokens):
             raise ValueError("the vocabulary has duplicate tokens")
         self.token_list = tokens
@@ -496,7 +489,7 @@ class SubwordVocabulary:
         """
         normalized = _normalize(texts, lowercase)
         characters = sorted({char for text in normalized for char in text if char != " "})
-        base = list(RESERVED_TOKENS) + characters + [SUFFIX + char for char in characters]
+        base = list(SPECIAL_TOKENS) + characters + [SUFFIX + char for char in characters]
         if vocabulary_size < len(base):
             raise ValueError(
                 f"vocabulary_size {vocabulary_size} is too small: the reserved tokens and "
@@ -657,7 +650,7 @@ def _word_piece_tokenizer(tokens):
         strip_accents=False,
         split=False,  # words come split on whitespace, see `encode`
         suffix_indicator=SUFFIX,
-        oov_token=RESERVED_TOKENS[UNKNOWN_ID],
+        oov_token=SPECIAL_TOKENS[UNKNOWN_ID],
         dtype="int32",
     )
 
@@ -735,7 +728,7 @@ def _keras_hub_pieces(texts, vocabulary_size):
         vocabulary_size,
         split=False,
         suffix_indicator=SUFFIX,
-        reserved_tokens=list(RESERVED_TOKENS),
+        reserved_tokens=list(SPECIAL_TOKENS),
     )
 
 
