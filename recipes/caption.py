@@ -144,7 +144,8 @@ def load_splits(config, splits=SPLITS, fallback=None):
             for split in splits
         }
     from recipes.data import DataError
-    from recipes.data.images import load_caption_corpus, load_images
+    from recipes.data.caption_corpora import load_caption_corpus
+    from recipes.data.image_files import load_images
 
     cli.stage(f"loading captions: {config.data}")
     corpus = load_caption_corpus(config.data, seed=config.seed)
@@ -184,7 +185,7 @@ def caption_targets(vocabulary, split, max_length, name="train"):
     Captions without a word are skipped and longer ones cut to `max_length` words;
     both are counted on stdout.
     """
-    from recipes.data.images import tokenize_caption
+    from recipes.data.word_vocabulary import tokenize_caption
 
     image_indices, token_lists = [], []
     without_words = 0
@@ -217,7 +218,7 @@ def scoring_references(captions):
     the generated "a dog" agree, as they do in the COCO tool that Show, Attend and Tell
     and later papers report (its PTB tokenizer lowercases and drops punctuation).
     """
-    from recipes.data.images import tokenize_caption
+    from recipes.data.word_vocabulary import tokenize_caption
 
     return [
         [" ".join(tokenize_caption(caption)) for caption in references] for references in captions
@@ -308,7 +309,8 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
 
 def grid_features(encoder, images, cache_directory, batch_size=64):
     """The frozen backbone's regions for `images`, cached on disk between runs."""
-    from recipes.data.images import PIXELS_VERSION, FeatureCache, image_key
+    from recipes.data.feature_cache import FeatureCache
+    from recipes.data.image_files import PIXELS_VERSION, image_key
 
     key = (
         f"{encoder.backbone}-{encoder.backbone_weights}-{encoder.alpha}-"
@@ -332,7 +334,7 @@ def grid_features(encoder, images, cache_directory, batch_size=64):
 def train(config, run):
     import keras
 
-    from recipes.data.images import WordVocabulary, tokenize_caption
+    from recipes.data.word_vocabulary import WordVocabulary, tokenize_caption
 
     # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
     strategy, run = runtime.start_training(config, run)  # only the chief writes the run
@@ -517,7 +519,7 @@ def caption_scorer(model, sources, captions, vocabulary, config):
 def load_run(run):
     import keras
 
-    from recipes.data.images import WordVocabulary
+    from recipes.data.word_vocabulary import WordVocabulary
 
     model_path = cli.require_run(run)
     config = cli.load_config(CaptionConfig, os.path.join(run, "config.json"))
@@ -640,7 +642,7 @@ def save_attention_pictures(data, result, hypotheses, grid, run, split, count):
 
 
 def caption(run, images, beam_size=None, attention_png=None):
-    from recipes.data.images import load_images
+    from recipes.data.image_files import load_images
 
     config, model, vocabulary = load_run(run)
     beam_size = config.beam_size if beam_size is None else beam_size

@@ -19,19 +19,16 @@ import tensorflow as tf
 
 from multiattn.special_tokens import SPECIAL_TOKENS
 from recipes.data import DataError
-from recipes.data.text import (
+from recipes.data.batching import length_bucket_boundaries, make_dataset, pad_batch
+from recipes.data.parallel_corpora import (
     Corpus,
-    SubwordVocabulary,
     filter_long,
-    length_bucket_boundaries,
     load_corpus,
     load_tfds,
-    make_dataset,
-    normalize_tensor,
-    pad_batch,
     read_parallel_directory,
     read_tsv,
 )
+from recipes.data.subword_vocabulary import SubwordVocabulary, normalize_tensor
 
 ENGLISH = ["Two dogs run.", "A girl, smiling!", "Grüß Gott is German."]
 GERMAN = ["Zwei Hunde rennen.", "Ein Mädchen, lächelnd!", "Grüß Gott ist Deutsch."]
