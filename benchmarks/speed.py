@@ -35,8 +35,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import flops  # noqa: E402
+from multiattn.attention import NAMES as ATTENTIONS  # noqa: E402
 
-ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value")
 PATHS = ("step", "fast")
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 

@@ -1,6 +1,6 @@
 """multiattn: attention layers, attentional decoders and search for Keras 3."""
 
-from multiattn import attention, decoders, encoders, losses, search
+from multiattn import attention, decoders, encoders, losses, search, special_tokens
 from multiattn.attention import BahdanauAttention, KeyValueAttention, LuongAttention
 from multiattn.decoders import AttentionDecoder, PlainDecoder
 from multiattn.encoders import BiLSTMEncoder, ImageGridEncoder
@@ -14,10 +14,22 @@ from multiattn.search import (
     sample,
 )
 from multiattn.seq2seq import Seq2Seq
+from multiattn.special_tokens import (
+    END_ID,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    START_ID,
+    UNKNOWN_ID,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "END_ID",
+    "PAD_ID",
+    "SPECIAL_TOKENS",
+    "START_ID",
+    "UNKNOWN_ID",
     "AttentionDecoder",
     "BahdanauAttention",
     "BeamSearch",
@@ -39,4 +51,5 @@ __all__ = [
     "losses",
     "sample",
     "search",
+    "special_tokens",
 ]

@@ -50,7 +50,7 @@ Every search returns a dict with:
 import keras
 from keras import ops
 
-PAD_ID = 0
+from multiattn.special_tokens import PAD_ID
 
 _NEG_INF = float("-inf")
 # log(0) would make the coverage penalty -inf for any source position that no step

@@ -11,6 +11,7 @@ from multiattn.losses import (
     token_cross_entropy,
     token_weights,
 )
+from multiattn.special_tokens import END_ID, START_ID
 
 RESULT_KEYS = ("tokens", "lengths", "scores", "log_probs", "attention")
 
@@ -36,8 +37,9 @@ class Seq2Seq(keras.Model):
     Args:
         encoder: The encoder layer.
         decoder: The decoder layer.
-        start_id: Id of the start token (the first decoder input when generating).
-        end_id: Id of the end token.
+        start_id: Id of the start token (the first decoder input when generating);
+            `multiattn.special_tokens.START_ID` by default.
+        end_id: Id of the end token; `multiattn.special_tokens.END_ID` by default.
         reverse_source: Reverse every source sequence (its unpadded part) before
             encoding, as Sutskever et al. 2014 did for their model without attention.
         label_smoothing: Label smoothing of the cross-entropy.
@@ -87,8 +89,8 @@ class Seq2Seq(keras.Model):
         self,
         encoder,
         decoder,
-        start_id=1,
-        end_id=2,
+        start_id=START_ID,
+        end_id=END_ID,
         reverse_source=False,
         label_smoothing=0.0,
         attention_penalty=0.0,

@@ -19,10 +19,12 @@ import time
 
 import numpy as np
 
+from multiattn.attention import NAMES as ATTENTIONS
+from multiattn.encoders.image_grid_encoder import BACKBONES
+from multiattn.special_tokens import END_ID, START_ID
 from recipes import cli, runtime
+from recipes.data import SPLITS
 
-ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value")
-BACKBONES = ("small_cnn", "mobilenet", "mobilenet_v2", "efficientnet_b0", "resnet50")
 MONITORS = ("val_loss", "val_bleu4", "val_cider")
 
 
@@ -117,7 +119,7 @@ class Split:
     scenes: list | None = None  # generated scenes, for attention localization
 
 
-def load_splits(config, splits=("train", "val", "test"), fallback=None):
+def load_splits(config, splits=SPLITS, fallback=None):
     """`{split: Split}`; a fixed split that is absent is an error, or gives `fallback`.
 
     `fallback` serves the default evaluation of `all`: a Flickr8k directory with the
@@ -141,7 +143,9 @@ def load_splits(config, splits=("train", "val", "test"), fallback=None):
             )
             for split in splits
         }
-    from recipes.data.images import DataError, load_caption_corpus, load_images
+    from recipes.data import DataError
+    from recipes.data.caption_corpora import load_caption_corpus
+    from recipes.data.image_files import load_images
 
     cli.stage(f"loading captions: {config.data}")
     corpus = load_caption_corpus(config.data, seed=config.seed)
@@ -168,7 +172,7 @@ def load_splits(config, splits=("train", "val", "test"), fallback=None):
                 path, reason = skipped[0]
                 why = f"none of its {len(entries)} images is readable, e.g. {path}: {reason}"
             else:
-                total = sum(len(getattr(corpus, name)) for name in ("train", "val", "test"))
+                total = sum(len(getattr(corpus, name)) for name in SPLITS)
                 why = f"the split by image gave it none of the {total} images"
             raise cli.UsageError(f"--data {config.data}: no usable {split} images ({why})")
         result[split] = Split(images=images, captions=captions)
@@ -181,7 +185,7 @@ def caption_targets(vocabulary, split, max_length, name="train"):
     Captions without a word are skipped and longer ones cut to `max_length` words;
     both are counted on stdout.
     """
-    from recipes.data.images import tokenize_caption
+    from recipes.data.word_vocabulary import tokenize_caption
 
     image_indices, token_lists = [], []
     without_words = 0
@@ -214,7 +218,7 @@ def scoring_references(captions):
     the generated "a dog" agree, as they do in the COCO tool that Show, Attend and Tell
     and later papers report (its PTB tokenizer lowercases and drops punctuation).
     """
-    from recipes.data.images import tokenize_caption
+    from recipes.data.word_vocabulary import tokenize_caption
 
     return [
         [" ".join(tokenize_caption(caption)) for caption in references] for references in captions
@@ -289,8 +293,8 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
     model = Seq2Seq(
         encoder,
         decoder,
-        start_id=1,
-        end_id=2,
+        start_id=START_ID,
+        end_id=END_ID,
         attention_penalty=config.attention_penalty,
         **hard_attention_weights,
     )
@@ -305,7 +309,8 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
 
 def grid_features(encoder, images, cache_directory, batch_size=64):
     """The frozen backbone's regions for `images`, cached on disk between runs."""
-    from recipes.data.images import PIXELS_VERSION, FeatureCache, image_key
+    from recipes.data.feature_cache import FeatureCache
+    from recipes.data.image_files import PIXELS_VERSION, image_key
 
     key = (
         f"{encoder.backbone}-{encoder.backbone_weights}-{encoder.alpha}-"
@@ -329,7 +334,7 @@ def grid_features(encoder, images, cache_directory, batch_size=64):
 def train(config, run):
     import keras
 
-    from recipes.data.images import WordVocabulary, tokenize_caption
+    from recipes.data.word_vocabulary import WordVocabulary, tokenize_caption
 
     # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
     strategy, run = runtime.start_training(config, run)  # only the chief writes the run
@@ -514,7 +519,7 @@ def caption_scorer(model, sources, captions, vocabulary, config):
 def load_run(run):
     import keras
 
-    from recipes.data.images import WordVocabulary
+    from recipes.data.word_vocabulary import WordVocabulary
 
     model_path = cli.require_run(run)
     config = cli.load_config(CaptionConfig, os.path.join(run, "config.json"))
@@ -637,7 +642,7 @@ def save_attention_pictures(data, result, hypotheses, grid, run, split, count):
 
 
 def caption(run, images, beam_size=None, attention_png=None):
-    from recipes.data.images import load_images
+    from recipes.data.image_files import load_images
 
     config, model, vocabulary = load_run(run)
     beam_size = config.beam_size if beam_size is None else beam_size

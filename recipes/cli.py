@@ -13,6 +13,8 @@ import types
 import typing
 import zipfile
 
+from recipes.data import SPLITS
+
 
 @dataclasses.dataclass(frozen=True)
 class HardAttentionConfig:
@@ -345,7 +347,7 @@ def recipe_parser(prog, description, config_class, argv):
     evaluate_parser.add_argument(
         "--length-penalty", type=float, help="beam search's GNMT alpha (default: the run's)"
     )
-    evaluate_parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate_parser.add_argument("--split", default="test", choices=SPLITS)
     export_parser = commands.add_parser(
         "export", help="a TensorFlow SavedModel for TensorFlow Serving"
     )

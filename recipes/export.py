@@ -8,11 +8,11 @@ settings; this module does not import the recipes. The SavedModel holds the mode
 weights and the recipe's pipeline as TensorFlow ops, built from the very functions the
 recipe runs in Python, so the two give the same output by construction:
 
-- text: `SubwordVocabulary.encode_tensor` (`recipes.data.text.normalize_tensor`: NFC,
-  whitespace, lowercasing; then keras-hub's `WordPieceTokenizer` layer itself) and
-  `SubwordVocabulary.decode_tensor`;
-- images: `recipes.data.images.composite_on_white` and `resize_image` after decoding,
-  and `WordVocabulary.decode_tensor`;
+- text: `SubwordVocabulary.encode_tensor` (`recipes.data.subword_vocabulary`'s
+  `normalize_tensor`: NFC, whitespace, lowercasing; then keras-hub's
+  `WordPieceTokenizer` layer itself) and `SubwordVocabulary.decode_tensor`;
+- images: `recipes.data.image_files.composite_on_white` and `resize_image` after
+  decoding, and `WordVocabulary.decode_tensor`;
 - search: `Seq2Seq.search` (which the recipe's `Seq2Seq.generate` runs too) with the
   run's greedy or beam settings. Not the same computation, though: the recipe searches
   in batches (64 texts, 32 images; with XLA if the run was compiled with it), the
@@ -37,7 +37,7 @@ longest source of the request, as the recipe takes the longest of its inputs); a
 without a word gives "". Where they differ: the recipe reads Python strings, the
 SavedModel bytes, whose invalid UTF-8 becomes U+FFFD.
 
-Captioning is `recipes.caption.caption` with `recipes.data.images.load_image`: the
+Captioning is `recipes.caption.caption` with `recipes.data.image_files.load_image`: the
 recipe decodes a file with Pillow, the SavedModel with TensorFlow (JPEG with the same
 libjpeg-turbo and its accurate integer DCT, PNG, GIF, BMP), and both resize with
 `resize_image`, transparency composited on white with `composite_on_white`. The pixels
@@ -54,7 +54,7 @@ import sys
 import tensorflow as tf
 
 from recipes import cli
-from recipes.data.images import composite_on_white, resize_image
+from recipes.data.image_files import composite_on_white, resize_image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -18,9 +18,11 @@ import time
 
 import numpy as np
 
+from multiattn.attention import NAMES as ATTENTION_NAMES
+from multiattn.special_tokens import END_ID, START_ID
 from recipes import cli, runtime
 
-ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value", "none")
+ATTENTIONS = (*ATTENTION_NAMES, "none")  # "none": the plain decoder, without attention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +73,7 @@ class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
 
 # -- data ----------------------------------------------------------------------------------
 def load_data(config):
-    from recipes.data.text import load_corpus
+    from recipes.data.parallel_corpora import load_corpus
 
     cli.stage(f"loading data: {config.data or 'generated number phrases (English -> German)'}")
     corpus = load_corpus(
@@ -165,8 +167,8 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
     model = Seq2Seq(
         encoder,
         decoder,
-        start_id=1,
-        end_id=2,
+        start_id=START_ID,
+        end_id=END_ID,
         reverse_source=config.reverse_source,
         label_smoothing=config.label_smoothing,
         **hard_attention_weights,
@@ -182,7 +184,8 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
 def train(config, run):
     import keras
 
-    from recipes.data.text import SubwordVocabulary, make_dataset
+    from recipes.data.batching import make_dataset
+    from recipes.data.subword_vocabulary import SubwordVocabulary
 
     # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
     strategy, run = runtime.start_training(config, run)  # only the chief writes the run
@@ -247,7 +250,7 @@ def train(config, run):
 
 
 def load_run(run):
-    from recipes.data.text import SubwordVocabulary
+    from recipes.data.subword_vocabulary import SubwordVocabulary
 
     model_path = cli.require_run(run)
     config = cli.load_config(TranslateConfig, os.path.join(run, "config.json"))
@@ -262,7 +265,7 @@ def load_run(run):
 def translate_ids(model, source_ids, beam_size, max_length, length_penalty, batch_size=64):
     """Greedy (beam_size 1) or beam search; returns the result dict with one hypothesis."""
     from multiattn import BeamSearch, GreedySearch
-    from recipes.data.text import pad_batch
+    from recipes.data.batching import pad_batch
 
     source = pad_batch(source_ids)
     if beam_size <= 1:

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from recipes import caption, cli, translate
-from recipes.data.images import load_caption_corpus
+from recipes.data.caption_corpora import load_caption_corpus
 
 TRANSLATE_TINY = ["--units", "8", "--embedding-dim", "8", "--epochs", "1"]
 TRANSLATE_TINY += ["--vocabulary-size", "100", "--batch-size", "16"]

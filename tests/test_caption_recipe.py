@@ -158,7 +158,7 @@ def test_checkpoint_choice_by_val_bleu(tmp_path, capsys):
 
 
 def test_mirrored_word_ids_swap_left_and_right():
-    from recipes.data.images import WordVocabulary
+    from recipes.data.word_vocabulary import WordVocabulary
 
     vocabulary = WordVocabulary.build([["a", "left", "circle", "right"]])
     ids = caption.mirrored_word_ids(vocabulary)
@@ -260,7 +260,7 @@ def test_init_from_starts_from_a_trained_run(tmp_path, capsys):
 
 
 def test_grid_features_are_computed_again_for_new_pixels(tmp_path, monkeypatch):
-    from recipes.data import images
+    from recipes.data import image_files
 
     computed = []
 
@@ -276,6 +276,6 @@ def test_grid_features_are_computed_again_for_new_pixels(tmp_path, monkeypatch):
     np.testing.assert_array_equal(caption.grid_features(Encoder(), pictures, tmp_path), first)
     assert len(computed) == 3  # the second time from the cache
     # Features of pixels from another `load_image` are not reused.
-    monkeypatch.setattr(images, "PIXELS_VERSION", images.PIXELS_VERSION + "-next")
+    monkeypatch.setattr(image_files, "PIXELS_VERSION", image_files.PIXELS_VERSION + "-next")
     caption.grid_features(Encoder(), pictures, tmp_path)
     assert len(computed) == 6

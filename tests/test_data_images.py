@@ -7,27 +7,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recipes.data.images import (
-    END_ID,
+from multiattn.special_tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNKNOWN_ID
+from recipes.data import DataError
+from recipes.data.caption_corpora import (
     FLICKR8K_SPLIT_FILES,
-    PAD_ID,
-    SPECIAL_TOKENS,
-    START_ID,
-    UNKNOWN_ID,
-    DataError,
-    FeatureCache,
-    ImageError,
-    WordVocabulary,
-    image_key,
     load_caption_corpus,
-    load_image,
-    load_images,
     load_tfds_coco_captions,
     read_coco,
     read_flickr8k,
-    resize_image,
-    tokenize_caption,
 )
+from recipes.data.feature_cache import FeatureCache
+from recipes.data.image_files import ImageError, image_key, load_image, load_images, resize_image
+from recipes.data.word_vocabulary import WordVocabulary, tokenize_caption
 
 WHITE, BLACK, RED, BLUE = (255, 255, 255), (0, 0, 0), (255, 0, 0), (0, 0, 255)
 GREEN_ISH, PURPLE_ISH = (10, 200, 30), (120, 20, 160)

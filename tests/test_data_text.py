@@ -17,21 +17,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes.data.text import (
-    RESERVED_TOKENS,
+from multiattn.special_tokens import SPECIAL_TOKENS
+from recipes.data import DataError
+from recipes.data.batching import length_bucket_boundaries, make_dataset, pad_batch
+from recipes.data.parallel_corpora import (
     Corpus,
-    DataError,
-    SubwordVocabulary,
     filter_long,
-    length_bucket_boundaries,
     load_corpus,
     load_tfds,
-    make_dataset,
-    normalize_tensor,
-    pad_batch,
     read_parallel_directory,
     read_tsv,
 )
+from recipes.data.subword_vocabulary import SubwordVocabulary, normalize_tensor
 
 ENGLISH = ["Two dogs run.", "A girl, smiling!", "Grüß Gott is German."]
 GERMAN = ["Zwei Hunde rennen.", "Ein Mädchen, lächelnd!", "Grüß Gott ist Deutsch."]
@@ -361,7 +358,7 @@ def vocabulary():
 
 def test_reserved_tokens_have_the_seq2seq_ids(vocabulary):
     assert vocabulary.tokens([0, 1, 2, 3]) == ["[PAD]", "[START]", "[END]", "[UNK]"]
-    assert list(RESERVED_TOKENS) == vocabulary.token_list[:4]
+    assert list(SPECIAL_TOKENS) == vocabulary.token_list[:4]
     assert (vocabulary.pad_id, vocabulary.start_id, vocabulary.end_id) == (0, 1, 2)
     assert vocabulary.unknown_id == 3
     flat = [i for ids in vocabulary.encode(TEXTS) for i in ids]
@@ -399,7 +396,7 @@ def test_normalize_tensor_composes_joins_whitespace_and_lowercases(lowercase):
         expected = ["café ångström", "a b c", "straße i\u0307", "a\x00b", ""]
     normalized = tf.function(lambda texts: normalize_tensor(texts, lowercase))(texts)
     assert [text.decode() for text in normalized.numpy()] == expected
-    assert SubwordVocabulary(RESERVED_TOKENS, lowercase).normalize(texts) == expected
+    assert SubwordVocabulary(SPECIAL_TOKENS, lowercase).normalize(texts) == expected
     # Bytes that are not UTF-8 (only a served model sees them) become U+FFFD.
     replaced = normalize_tensor(tf.constant([b"a\xff b"]), lowercase).numpy()
     assert replaced[0].decode() == "a\ufffd b"
@@ -463,7 +460,7 @@ def test_save_and_load_give_the_same_ids(tmp_path, lowercase):
 def test_build_is_deterministic_and_respects_the_size():
     first = SubwordVocabulary.build(TEXTS, 150)
     assert first.token_list == SubwordVocabulary.build(TEXTS, 150).token_list
-    assert len(RESERVED_TOKENS) + 2 * 51 < len(first) <= 150  # 51 characters in TEXTS
+    assert len(SPECIAL_TOKENS) + 2 * 51 < len(first) <= 150  # 51 characters in TEXTS
     with pytest.raises(ValueError, match="too small"):
         SubwordVocabulary.build(TEXTS, 20)
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from recipes import caption, cli, export, translate
 from recipes.data import generated
-from recipes.data.images import load_image, read_pixels
+from recipes.data.image_files import load_image, read_pixels
 from recipes.data.scenes import make_scenes
 
 SERVE = r"""

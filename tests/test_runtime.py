@@ -18,8 +18,8 @@ from recipe_flags import CAPTION, TRANSLATE
 
 from multiattn.search import BeamSearch, GreedySearch
 from recipes import caption, cli, runtime, translate
+from recipes.data.batching import pad_batch
 from recipes.data.generated import number_phrase_corpus
-from recipes.data.text import pad_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Whole words as subwords and at most 4 words a sentence: a few batch shapes, so a few
@@ -223,7 +223,7 @@ def test_splitting_the_cpu_after_tensorflow_started_is_one_line():
 
 # -- mixed precision and XLA ---------------------------------------------------------------
 def test_padding_for_xla_gives_few_shapes_and_the_same_loss():
-    from recipes.data.text import make_dataset
+    from recipes.data.batching import make_dataset
 
     rng = np.random.default_rng(0)
     lengths = [3, 5, 9, 2, 7]

@@ -32,6 +32,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
+from recipes.data import SPLITS
+
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {
     "red": (230, 40, 40),
@@ -47,7 +49,6 @@ BACKGROUND = (20, 20, 20)
 RELATIONS = ("above", "below", "left of", "right of")
 ONE_OBJECT_FRACTION = 0.25
 OBJECT_WORD_KINDS = ("size", "colour", "shape")
-SPLITS = ("train", "val", "test")
 MIN_IMAGE_SIZE = 16
 _WORD_KIND = {
     **{word: "size" for word in SIZES},
