@@ -86,6 +86,10 @@ class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
     units: int = 128
     dropout: float = 0.1
     learning_rate: float = 3e-3
+    learning_rate_decay: float = dataclasses.field(
+        default=1.0,
+        metadata={"help": "multiply the learning rate by this after every epoch (1: constant)"},
+    )
     epochs: int = 15
     batch_size: int = 32
     patience: int = 3
@@ -432,6 +436,8 @@ def train(config, run):
                 else caption_scorer(
                     model, sources["val"], data["val"].captions, vocabulary, config
                 ),
+                learning_rate=config.learning_rate,
+                learning_rate_decay=config.learning_rate_decay,
             ),
             verbose=cli.fit_verbosity(),
             shuffle=False,  # the dataset shuffles itself

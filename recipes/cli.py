@@ -207,8 +207,13 @@ def save_model(model, path):
     return path
 
 
-def training_callbacks(run, patience, monitor="val_loss", scorer=None):
+def training_callbacks(
+    run, patience, monitor="val_loss", scorer=None, learning_rate=None, learning_rate_decay=1.0
+):
     """Resume after interruption, keep the best model by `monitor`, stop early, log.
+
+    With `learning_rate_decay` below 1, epoch `e` (from 0) trains at `learning_rate *
+    learning_rate_decay ** e`; the epoch count, and so the rate, survives a resume.
 
     `monitor` is `val_loss` (lower is better) or a score that `scorer`, a callback
     run first at the end of every epoch, writes into the epoch's logs (higher is
@@ -273,7 +278,17 @@ def training_callbacks(run, patience, monitor="val_loss", scorer=None):
             record["training_finished"] = True
             write_json(metrics_path, record)
 
+    schedule = []
+    if learning_rate_decay != 1:
+        if learning_rate is None:
+            raise ValueError("a learning_rate_decay needs the initial learning_rate")
+        schedule.append(
+            keras.callbacks.LearningRateScheduler(
+                lambda epoch: learning_rate * learning_rate_decay**epoch
+            )
+        )
     return [
+        *schedule,
         *([scorer] if scorer is not None else []),
         checkpoint,
         early_stopping,
@@ -359,6 +374,8 @@ def recipe_parser(prog, description, config_class, argv):
 def run_training_command(args, config_class, kind, train, evaluate):
     """`train` / `all`: config from flags, a run directory, training, evaluation."""
     config = config_from_args(config_class, args)
+    if not 0 < config.learning_rate_decay <= 1:  # before a run directory exists
+        raise UsageError(f"--learning-rate-decay {config.learning_rate_decay}: must be in (0, 1]")
     created = args.out is None or not os.path.exists(args.out)
     run = new_run_directory(kind, args.out)
     stage(f"run directory: {run}")

@@ -57,6 +57,10 @@ class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
     layers: int = 1
     dropout: float = 0.1
     learning_rate: float = 3e-3
+    learning_rate_decay: float = dataclasses.field(
+        default=1.0,
+        metadata={"help": "multiply the learning rate by this after every epoch (1: constant)"},
+    )
     label_smoothing: float = 0.0
     epochs: int = 8
     batch_size: int = 64
@@ -241,7 +245,12 @@ def train(config, run):
             train_data,
             validation_data=val_data,
             epochs=config.epochs,
-            callbacks=cli.training_callbacks(run, config.patience),
+            callbacks=cli.training_callbacks(
+                run,
+                config.patience,
+                learning_rate=config.learning_rate,
+                learning_rate_decay=config.learning_rate_decay,
+            ),
             verbose=cli.fit_verbosity(),
             shuffle=False,  # the dataset shuffles itself
         )

@@ -184,6 +184,43 @@ def test_resumed_run_keeps_the_better_model_and_its_patience(tmp_path, rng):
         np.testing.assert_array_equal(kept, best)
 
 
+class LearningRates(keras.callbacks.Callback):
+    """The optimizer's learning rate at the start of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_learning_rate_decays_every_epoch_and_resumes_where_it_was(tmp_path, rng):
+    features = rng.normal(size=(64, 4)).astype("float32")
+    targets = features.sum(axis=1, keepdims=True)
+
+    def fit(model, extra_callbacks):
+        callbacks = cli.training_callbacks(
+            str(tmp_path), 10, learning_rate=0.08, learning_rate_decay=0.5
+        )
+        return model.fit(
+            features,
+            targets,
+            validation_split=0.25,
+            epochs=4,
+            batch_size=16,
+            verbose=0,
+            callbacks=[*callbacks, *extra_callbacks],
+        )
+
+    first = LearningRates()
+    with pytest.raises(KeyboardInterrupt):
+        fit(regression_model(), [first, Interrupt(2)])
+    resumed = LearningRates()
+    fit(regression_model(), [resumed])  # a new process: the SGD's own rate is 0.05 again
+    np.testing.assert_allclose(first.rates + resumed.rates, [0.08, 0.04, 0.02, 0.01], rtol=1e-6)
+
+
 class Poison(keras.callbacks.Callback):
     """At the start of epoch 2, remembers the weights, then makes them NaN."""
 
@@ -197,7 +234,9 @@ class Poison(keras.callbacks.Callback):
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_model(tmp_path, monkeypatch, capsys):
     poison = Poison()
     original = cli.training_callbacks
-    monkeypatch.setattr(cli, "training_callbacks", lambda *args: [*original(*args), poison])
+    monkeypatch.setattr(
+        cli, "training_callbacks", lambda *args, **kwargs: [*original(*args, **kwargs), poison]
+    )
     run = tmp_path / "run"
     argv = ["train", "--num-train", "100", *TRANSLATE_TINY, "--epochs", "3", "--out", str(run)]
     assert cli.run_main(translate.main, argv) == 2

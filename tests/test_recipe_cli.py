@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
         (["evaluate", "--run", "{tmp}/nowhere"], "no such directory"),
         (["evaluate", "--run", "{tmp}"], "holds no model.keras"),
         (["train", "--data", "{tmp}/missing.tsv", "--out", "{tmp}/run"], "missing.tsv"),
+        (["train", "--learning-rate-decay", "0", "--out", "{tmp}/run"], "must be in (0, 1]"),
+        (["train", "--learning-rate-decay", "1.5", "--out", "{tmp}/run"], "must be in (0, 1]"),
     ],
 )
 def test_clear_one_line_errors(recipe, argv, message, tmp_path, capsys):
@@ -27,6 +29,7 @@ def test_clear_one_line_errors(recipe, argv, message, tmp_path, capsys):
     assert cli.run_main(recipe.main, argv) == 2
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

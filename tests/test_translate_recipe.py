@@ -135,7 +135,7 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch):
     argv = ["train", "--num-train", "100", *TINY, "--epochs", "3", "--out", str(run)]
     # Interrupted after its first epoch, once BackupAndRestore has saved it.
     monkeypatch.setattr(
-        translate.cli, "training_callbacks", lambda *a: [*original(*a), Interrupt()]
+        translate.cli, "training_callbacks", lambda *a, **k: [*original(*a, **k), Interrupt()]
     )
     with pytest.raises(KeyboardInterrupt):
         translate.main(argv)
