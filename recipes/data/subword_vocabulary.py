@@ -133,12 +133,9 @@ class SubwordVocabulary:
 
     def encode(self, texts):
         """Ids of each text (lists of Python ints, no start or end token): `encode_tensor`."""
-        if isinstance(texts, str):
-            raise TypeError("expected a list of strings, got one string")
-        texts, ids = list(texts), []
-        for start in range(0, len(texts), ENCODE_CHUNK):
-            chunk = tf.constant(texts[start : start + ENCODE_CHUNK], tf.string)
-            ids.extend(_to_lists(self.encode_tensor(chunk)))
+        ids = [
+            row for chunk in _string_chunks(texts) for row in _to_lists(self.encode_tensor(chunk))
+        ]
         return [[int(i) for i in row] for row in ids]
 
     def encode_tensor(self, texts):
@@ -180,15 +177,20 @@ class SubwordVocabulary:
 
 
 def _normalize(texts, lowercase):
+    return [
+        text.decode("utf-8")
+        for chunk in _string_chunks(texts)
+        for text in normalize_tensor(chunk, lowercase).numpy()
+    ]
+
+
+def _string_chunks(texts):
+    """String tensors of at most `ENCODE_CHUNK` of `texts` (a list, not one string)."""
     if isinstance(texts, str):
         raise TypeError("expected a list of strings, got one string")
-    texts, normalized = list(texts), []
+    texts = list(texts)
     for start in range(0, len(texts), ENCODE_CHUNK):
-        chunk = tf.constant(texts[start : start + ENCODE_CHUNK], tf.string)
-        normalized.extend(
-            text.decode("utf-8") for text in normalize_tensor(chunk, lowercase).numpy()
-        )
-    return normalized
+        yield tf.constant(texts[start : start + ENCODE_CHUNK], tf.string)
 
 
 # The characters Python's `str.split` splits on (all below U+3001): the whitespace of text.
