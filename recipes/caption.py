@@ -86,6 +86,7 @@ class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
     units: int = 128
     dropout: float = 0.1
     learning_rate: float = 3e-3
+    label_smoothing: float = 0.0
     learning_rate_decay: float = dataclasses.field(
         default=1.0,
         metadata={"help": "multiply the learning rate by this after every epoch (1: constant)"},
@@ -300,6 +301,7 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
         start_id=START_ID,
         end_id=END_ID,
         attention_penalty=config.attention_penalty,
+        label_smoothing=config.label_smoothing,
         **hard_attention_weights,
     )
     if compile_model:

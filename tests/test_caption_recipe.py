@@ -279,3 +279,12 @@ def test_grid_features_are_computed_again_for_new_pixels(tmp_path, monkeypatch):
     monkeypatch.setattr(image_files, "PIXELS_VERSION", image_files.PIXELS_VERSION + "-next")
     caption.grid_features(Encoder(), pictures, tmp_path)
     assert len(computed) == 6
+
+
+def test_model_flags_reach_the_model():
+    import keras
+
+    config = caption.CaptionConfig(label_smoothing=0.1, attention_penalty=0.5)
+    model = caption.build_model(config, keras.layers.Identity(), 20, compile_model=False)
+    assert model.cross_entropy.label_smoothing == 0.1
+    assert model.attention_penalty == 0.5
