@@ -1,7 +1,12 @@
 """multiattn: attention layers, attentional decoders and search for Keras 3."""
 
 from multiattn import attention, decoders, encoders, losses, search, special_tokens
-from multiattn.attention import BahdanauAttention, KeyValueAttention, LuongAttention
+from multiattn.attention import (
+    BahdanauAttention,
+    KeyValueAttention,
+    LocalAttention,
+    LuongAttention,
+)
 from multiattn.decoders import AttentionDecoder, PlainDecoder
 from multiattn.encoders import BiLSTMEncoder, ImageGridEncoder
 from multiattn.losses import MaskedCrossEntropy
@@ -37,6 +42,7 @@ __all__ = [
     "GreedySearch",
     "ImageGridEncoder",
     "KeyValueAttention",
+    "LocalAttention",
     "LuongAttention",
     "MaskedCrossEntropy",
     "PlainDecoder",

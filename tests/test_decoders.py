@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gradients import gradients
 
-from multiattn.attention import BahdanauAttention, LuongAttention
+from multiattn.attention import BahdanauAttention, LocalAttention, LuongAttention
 from multiattn.decoders import AttentionDecoder, PlainDecoder
 
 VOCAB, EMBEDDING, UNITS, MEMORY_DIM = 13, 5, 8, 6
@@ -27,13 +27,29 @@ CONFIGS = {
         "attention_order": "luong",
         "num_layers": 2,
     },
+    # Layers are made per decoder: a function in place of the attention.
+    "local-monotonic-bahdanau-order": {
+        "attention": lambda: LocalAttention(BahdanauAttention(8), window=2, local="monotonic"),
+    },
+    "local-monotonic-fast-path": {
+        "attention": lambda: LocalAttention(LuongAttention("general"), 2, local="monotonic"),
+        "attention_order": "luong",
+        "input_feeding": False,
+    },
+    "local-predictive-luong-feeding": {
+        "attention": lambda: LocalAttention(LuongAttention("general"), window=2),
+        "attention_order": "luong",
+    },
 }
 
 
 def make_decoder(config_name):
     if config_name == "plain":
         return PlainDecoder(VOCAB, EMBEDDING, UNITS, num_layers=2)
-    return AttentionDecoder(VOCAB, EMBEDDING, UNITS, **CONFIGS[config_name])
+    config = dict(CONFIGS[config_name])
+    if callable(config.get("attention")):
+        config["attention"] = config["attention"]()
+    return AttentionDecoder(VOCAB, EMBEDDING, UNITS, **config)
 
 
 def batch(rng, source_len=7):
@@ -75,7 +91,10 @@ def test_step_equals_training_path(config_name, rng):
         np.testing.assert_allclose(np.stack(step_weights, 1), alignment, rtol=1e-4, atol=1e-6)
         alignment = np.asarray(alignment)
         assert np.all(alignment[~np.broadcast_to(memory_mask[:, None], alignment.shape)] == 0)
-        np.testing.assert_allclose(alignment.sum(-1), 1.0, rtol=1e-5)
+        if "predictive" in config_name:  # Gaussian-weighted: at most one
+            assert np.all(alignment.sum(-1) <= 1.0 + 1e-6) and np.all(alignment.sum(-1) > 0)
+        else:
+            np.testing.assert_allclose(alignment.sum(-1), 1.0, rtol=1e-5)
 
 
 def test_fast_path_is_taken_only_when_the_order_allows():
@@ -85,8 +104,9 @@ def test_fast_path_is_taken_only_when_the_order_allows():
         assert not make_decoder(name).uses_fast_path
 
 
-def test_fast_path_equals_scanned_recurrence(rng):
-    decoder = make_decoder("luong-fast-path")
+@pytest.mark.parametrize("config_name", ["luong-fast-path", "local-monotonic-fast-path"])
+def test_fast_path_equals_scanned_recurrence(config_name, rng):
+    decoder = make_decoder(config_name)
     target_ids, memory, memory_mask = batch(rng)
     decoder(target_ids, memory, memory_mask=memory_mask)
     state = decoder.get_initial_state(memory, memory_mask)
@@ -189,7 +209,10 @@ def test_coverage_accumulates_attention(rng):
     np.testing.assert_allclose(state[-1], np.asarray(alignment).sum(1), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("config_name", ["bahdanau-order", "luong-fast-path", "plain"])
+@pytest.mark.parametrize(
+    "config_name",
+    ["bahdanau-order", "luong-fast-path", "local-monotonic-bahdanau-order", "plain"],
+)
 def test_memory_padding_invariance(config_name, rng):
     decoder = make_decoder(config_name)
     target_ids, memory, memory_mask = batch(rng)

@@ -3,6 +3,7 @@
 from multiattn.attention.bahdanau import BahdanauAttention
 from multiattn.attention.base import BaseAttention, masked_softmax
 from multiattn.attention.key_value import KeyValueAttention
+from multiattn.attention.local import LOCAL_MODES, LocalAttention
 from multiattn.attention.luong import LuongAttention
 
 NAMES = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "key-value")
@@ -43,6 +44,8 @@ __all__ = [
     "BahdanauAttention",
     "BaseAttention",
     "KeyValueAttention",
+    "LOCAL_MODES",
+    "LocalAttention",
     "LuongAttention",
     "get",
     "masked_softmax",

@@ -59,6 +59,8 @@ class BaseAttention(keras.layers.Layer):
             or `(batch, 1, Tv)`, for layers built with `use_coverage=True`.
         sampling: Optional `(use_sample, noise)` from `sampling_inputs`, for hard
             attention in training; drawn by the layer when not given.
+        query_positions: Optional positions of the queries `(batch, Tq)`, for
+            layers whose weights depend on them (`LocalAttention`); others ignore it.
 
     Returns:
         `(context, weights)`: context `(batch, Tq, dv)` (or the projected value
@@ -119,6 +121,7 @@ class BaseAttention(keras.layers.Layer):
         training=None,
         coverage=None,
         sampling=None,
+        query_positions=None,
     ):
         keys, values = self.prepare_memory(value, key)
         return self.attend(
@@ -130,6 +133,7 @@ class BaseAttention(keras.layers.Layer):
             training=training,
             coverage=coverage,
             sampling=sampling,
+            query_positions=query_positions,
         )
 
     def attend(
@@ -143,6 +147,7 @@ class BaseAttention(keras.layers.Layer):
         coverage=None,
         sampling=None,
         return_probabilities=False,
+        query_positions=None,
     ):
         """Attention over an already prepared memory (see `prepare_memory`).
 
@@ -156,7 +161,9 @@ class BaseAttention(keras.layers.Layer):
                 "create it with `use_coverage=True` to pass `coverage`."
             )
         scores = self.score(query, keys, coverage=coverage)  # (batch, Tq, Tv)
-        probabilities = masked_softmax(scores, value_mask, query_mask)  # float32
+        probabilities = self.attention_probabilities(
+            scores, query, value_mask, query_mask, query_positions
+        )  # float32
         weights = probabilities
         if self.hard and training:
             if sampling is None:
@@ -175,6 +182,12 @@ class BaseAttention(keras.layers.Layer):
         if return_probabilities:
             return context, weights, probabilities
         return context, weights
+
+    def attention_probabilities(
+        self, scores, query, value_mask=None, query_mask=None, query_positions=None
+    ):
+        """The float32 weights `(batch, Tq, Tv)` of `scores`: their masked softmax."""
+        return masked_softmax(scores, value_mask, query_mask)
 
     def sampling_inputs(self, batch_size, num_queries, memory_length):
         """The random draws of hard attention for one batch: `(use_sample, noise)`.
@@ -223,7 +236,8 @@ def masked_softmax(scores, value_mask=None, query_mask=None):
 
     Args:
         scores: `(batch, Tq, Tv)` raw scores.
-        value_mask: Optional `(batch, Tv)` boolean mask.
+        value_mask: Optional `(batch, Tv)` boolean mask, or `(batch, Tq, Tv)` to
+            mask each query's positions apart.
         query_mask: Optional `(batch, Tq)` boolean mask.
 
     Returns:
@@ -233,7 +247,9 @@ def masked_softmax(scores, value_mask=None, query_mask=None):
     scores = ops.cast(scores, "float32")
     mask = None
     if value_mask is not None:
-        mask = ops.expand_dims(ops.cast(value_mask, "bool"), axis=-2)  # (batch, 1, Tv)
+        mask = ops.cast(value_mask, "bool")
+        if len(mask.shape) == 2:
+            mask = ops.expand_dims(mask, axis=-2)  # (batch, 1, Tv)
     if query_mask is not None:
         rows = ops.expand_dims(ops.cast(query_mask, "bool"), axis=-1)  # (batch, Tq, 1)
         mask = rows if mask is None else ops.logical_and(mask, rows)

@@ -184,6 +184,11 @@ class AttentionDecoder(keras.layers.Layer):
         return self.attention is not None and self.attention_order == "luong" and self.input_feeding
 
     @property
+    def counts_steps(self):
+        """Whether the state holds the step, for an attention that needs query positions."""
+        return getattr(self.attention, "needs_query_positions", False)
+
+    @property
     def uses_fast_path(self):
         """Whether `call` runs the target through the LSTMs in one go."""
         return self.attention is None or (
@@ -235,8 +240,9 @@ class AttentionDecoder(keras.layers.Layer):
 
         Layout: `(h_1, c_1, ..., h_L, c_L)`, then the previous attentional state
         `(batch, units)` with input feeding, then the coverage `(batch, source_len)`
-        with coverage. Every entry has the batch as its first axis, so search can
-        reorder beams with one gather per entry.
+        with coverage, then the int32 step `(batch, 1)` with an attention that needs
+        the query's position (`LocalAttention(local="monotonic")`). Every entry has the
+        batch as its first axis, so search can reorder beams with one gather per entry.
         """
         batch = ops.shape(memory)[0]
         dtype = self.compute_dtype
@@ -254,6 +260,8 @@ class AttentionDecoder(keras.layers.Layer):
             state.append(ops.zeros((batch, self.units), dtype=dtype))
         if self.use_coverage:
             state.append(ops.zeros((batch, ops.shape(memory)[1]), dtype=dtype))
+        if self.counts_steps:
+            state.append(ops.zeros((batch, 1), dtype="int32"))
         return tuple(state)
 
     def prepare_memory(self, memory):
@@ -292,6 +300,7 @@ class AttentionDecoder(keras.layers.Layer):
         rest = list(state[2 * self.num_layers :])
         previous_features = rest.pop(0) if self.uses_input_feeding else None
         coverage = rest.pop(0) if self.use_coverage else None
+        position = rest.pop(0) if self.counts_steps else None  # (batch, 1)
 
         weights = probabilities = None
         if self.attention is None:
@@ -299,7 +308,7 @@ class AttentionDecoder(keras.layers.Layer):
             features = top
         elif self.attention_order == "bahdanau":
             context, weights, probabilities = self._attend(
-                lstm_states[-2], keys, values, memory_mask, coverage, sampling
+                lstm_states[-2], keys, values, memory_mask, coverage, sampling, position
             )
             inputs = ops.concatenate([embedded, context], axis=-1)
             top, lstm_states = self._run_cells(inputs, lstm_states, layer_masks)
@@ -310,7 +319,7 @@ class AttentionDecoder(keras.layers.Layer):
                 inputs = ops.concatenate([embedded, previous_features], axis=-1)
             top, lstm_states = self._run_cells(inputs, lstm_states, layer_masks)
             context, weights, probabilities = self._attend(
-                top, keys, values, memory_mask, coverage, sampling
+                top, keys, values, memory_mask, coverage, sampling, position
             )
             features = self.attentional_dense(ops.concatenate([context, top], axis=-1))
 
@@ -319,6 +328,8 @@ class AttentionDecoder(keras.layers.Layer):
             new_state.append(features)
         if coverage is not None:
             new_state.append(coverage + ops.cast(weights, coverage.dtype))
+        if position is not None:
+            new_state.append(position + 1)
         return features, weights, probabilities, tuple(new_state)
 
     def _run_cells(self, inputs, lstm_states, layer_masks):
@@ -331,11 +342,13 @@ class AttentionDecoder(keras.layers.Layer):
             new_states += [hidden, cell]
         return inputs, new_states
 
-    def _attend(self, query, keys, values, memory_mask, coverage, sampling=None):
+    def _attend(self, query, keys, values, memory_mask, coverage, sampling=None, position=None):
         """Attention for a query sequence `(batch, Tq, units)` or one step `(batch, units)`.
 
         Returns `(context, weights, probabilities)`; `sampling` (hard attention in
-        training) is `(use_sample, noise)` with noise shaped like the weights.
+        training) is `(use_sample, noise)` with noise shaped like the weights;
+        `position` the step `(batch, 1)` of a one-step query (a sequence's queries are
+        at `0, ..., Tq - 1`).
         """
         one_step = len(query.shape) == 2
         # The gate on the query as given: see `attention.base.project` for why a step
@@ -356,6 +369,7 @@ class AttentionDecoder(keras.layers.Layer):
             training=sampling is not None,  # hard attention samples in training
             sampling=sampling,
             return_probabilities=True,
+            query_positions=position,
         )
         if gate is not None:
             context = context * gate
