@@ -35,13 +35,24 @@ class HardAttentionConfig:
 def attention_settings(config, units):
     """`(attention, seq2seq_kwargs)`: the decoder's attention and `Seq2Seq`'s hard-attention terms.
 
-    `attention` is the name of `config.attention`, or a hard attention layer of that
-    kind with `--hard-attention`.
+    `attention` is the name of `config.attention`, a hard attention layer of that
+    kind with `--hard-attention`, or a `LocalAttention` scoring with it when the
+    config has an `--attention-window`.
     """
-    if not config.hard_attention:
+    window = getattr(config, "attention_window", 0)
+    if window < 0:
+        raise UsageError(f"--attention-window {window}: must be 0 (global) or more")
+    if window and config.hard_attention:
+        raise UsageError(
+            "--hard-attention and --attention-window: local attention has no hard mode"
+        )
+    if not config.hard_attention and not window:
         return config.attention, {}
     from multiattn import attention
 
+    if window:
+        score = attention.get(config.attention, units=units)
+        return attention.LocalAttention(score, window, local=config.local), {}
     layer = attention.get(config.attention, units=units, hard=True, seed=config.seed)
     weights = {"reinforce_weight": config.reinforce_weight, "entropy_weight": config.entropy_weight}
     return layer, weights

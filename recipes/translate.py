@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from multiattn.attention import LOCAL_MODES
 from multiattn.attention import NAMES as ATTENTION_NAMES
 from multiattn.special_tokens import END_ID, START_ID
 from recipes import cli, runtime
@@ -51,6 +52,21 @@ class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
         default="luong", metadata={"choices": ("bahdanau", "luong")}
     )
     input_feeding: bool = False
+    attention_window: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "local attention (Luong et al. 2015, 3.2): attend to the source "
+            "tokens within this distance of the aligned position (0: to all of them)"
+        },
+    )
+    local: str = dataclasses.field(
+        default="predictive",
+        metadata={
+            "choices": LOCAL_MODES,
+            "help": "local attention's aligned position: predicted from the decoder "
+            "state (local-p) or the target step (monotonic, local-m)",
+        },
+    )
     reverse_source: bool = False
     embedding_dim: int = 64
     units: int = 128
@@ -145,8 +161,9 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
     )
     hard_attention_weights = {}
     if config.attention == "none":
-        if config.hard_attention:
-            raise cli.UsageError("--hard-attention needs an --attention other than none")
+        if config.hard_attention or config.attention_window:
+            flag = "--hard-attention" if config.hard_attention else "--attention-window"
+            raise cli.UsageError(f"{flag} needs an --attention other than none")
         decoder = PlainDecoder(
             target_vocabulary_size,
             config.embedding_dim,

@@ -167,3 +167,36 @@ def test_hard_attention_flags_train_a_hard_model(tmp_path):
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)
     assert model.decoder.attention.hard and model.entropy_weight == 0.01
     assert float(model.reward_baseline) < 0  # the baseline followed the rewards
+
+
+@pytest.mark.parametrize("local", ["monotonic", "predictive"])
+def test_attention_window_trains_a_local_model(local, tmp_path, capsys):
+    import keras
+
+    from multiattn import LocalAttention
+
+    run = tmp_path / "run"
+    flags = ["--attention-window", "3", "--local", local]
+    assert translate.main(["--num-train", "100", *TINY, *flags, "--out", str(run)]) == 0
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    attention = model.decoder.attention
+    assert isinstance(attention, LocalAttention)
+    assert (attention.window, attention.local) == (3, local)
+    assert "BLEU" in capsys.readouterr().out  # and it evaluated
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--attention-window", "-1"], "must be 0 (global) or more"),
+        (["--attention-window", "2", "--hard-attention"], "local attention has no hard mode"),
+        (["--attention-window", "2", "--attention", "none"], "needs an --attention other"),
+    ],
+)
+def test_attention_window_errors(flags, message, tmp_path, capsys):
+    from recipes import cli
+
+    argv = ["train", "--num-train", "100", *TINY, *flags, "--out", str(tmp_path / "run")]
+    assert cli.run_main(translate.main, argv) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.splitlines()) == 1
