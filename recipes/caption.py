@@ -29,7 +29,7 @@ MONITORS = ("val_loss", "val_bleu4", "val_cider")
 
 
 @dataclasses.dataclass(frozen=True)
-class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
+class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.ScheduleConfig):
     """Settings of a captioning run; every field is a `--field-name` flag."""
 
     data: str | None = dataclasses.field(
@@ -87,10 +87,6 @@ class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
     dropout: float = 0.1
     learning_rate: float = 3e-3
     label_smoothing: float = 0.0
-    learning_rate_decay: float = dataclasses.field(
-        default=1.0,
-        metadata={"help": "multiply the learning rate by this after every epoch (1: constant)"},
-    )
     epochs: int = 15
     batch_size: int = 32
     patience: int = 3

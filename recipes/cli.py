@@ -32,6 +32,16 @@ class HardAttentionConfig:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning rate's schedule over epochs: the flag both recipes share."""
+
+    learning_rate_decay: float = dataclasses.field(
+        default=1.0,
+        metadata={"help": "multiply the learning rate by this after every epoch (1: constant)"},
+    )
+
+
 def attention_settings(config, units):
     """`(attention, seq2seq_kwargs)`: the decoder's attention and `Seq2Seq`'s hard-attention terms.
 

@@ -27,7 +27,7 @@ ATTENTIONS = (*ATTENTION_NAMES, "none")  # "none": the plain decoder, without at
 
 
 @dataclasses.dataclass(frozen=True)
-class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
+class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.ScheduleConfig):
     """Settings of a translation run; every field is a `--field-name` flag."""
 
     data: str | None = dataclasses.field(
@@ -73,10 +73,6 @@ class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig):
     layers: int = 1
     dropout: float = 0.1
     learning_rate: float = 3e-3
-    learning_rate_decay: float = dataclasses.field(
-        default=1.0,
-        metadata={"help": "multiply the learning rate by this after every epoch (1: constant)"},
-    )
     label_smoothing: float = 0.0
     epochs: int = 8
     batch_size: int = 64
