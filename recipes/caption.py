@@ -276,7 +276,6 @@ def uses_feature_cache(config):
 
 
 def build_model(config, encoder, vocabulary_size, compile_model=True):
-    import keras
 
     from multiattn import AttentionDecoder, Seq2Seq
 
@@ -303,7 +302,7 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
     if compile_model:
         # Under mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer here.
         model.compile(
-            keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
+            cli.make_optimizer(config.learning_rate, config.ema_decay),
             jit_compile=config.jit_compile,
         )
     return model
@@ -436,6 +435,7 @@ def train(config, run):
                 ),
                 learning_rate=config.learning_rate,
                 learning_rate_decay=config.learning_rate_decay,
+                ema=config.ema_decay > 0,
             ),
             verbose=cli.fit_verbosity(),
             shuffle=False,  # the dataset shuffles itself

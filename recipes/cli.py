@@ -34,12 +34,35 @@ class HardAttentionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig:
-    """The learning rate's schedule over epochs: the flag both recipes share."""
+    """The learning rate's schedule and the weights' average: the flags both recipes share."""
 
     learning_rate_decay: float = dataclasses.field(
         default=1.0,
         metadata={"help": "multiply the learning rate by this after every epoch (1: constant)"},
     )
+    ema_decay: float = dataclasses.field(
+        default=0.0,
+        metadata={
+            "help": "keep an exponential moving average of the weights with this "
+            "momentum (e.g. 0.999); each epoch is judged, kept and saved by it (0: none)"
+        },
+    )
+
+
+def check_schedule(config):
+    """One-line errors for the schedule flags, before anything runs."""
+    if not 0 < config.learning_rate_decay <= 1:
+        raise UsageError(f"--learning-rate-decay {config.learning_rate_decay}: must be in (0, 1]")
+    if not 0 <= config.ema_decay < 1:
+        raise UsageError(f"--ema-decay {config.ema_decay}: must be in [0, 1)")
+
+
+def make_optimizer(learning_rate, ema_decay=0.0):
+    """Adam with gradients clipped to norm 1, keeping an EMA of the weights if `ema_decay`."""
+    import keras
+
+    ema = {"use_ema": True, "ema_momentum": ema_decay} if ema_decay else {}
+    return keras.optimizers.Adam(learning_rate, clipnorm=1.0, **ema)
 
 
 def attention_settings(config, units):
@@ -229,12 +252,24 @@ def save_model(model, path):
 
 
 def training_callbacks(
-    run, patience, monitor="val_loss", scorer=None, learning_rate=None, learning_rate_decay=1.0
+    run,
+    patience,
+    monitor="val_loss",
+    scorer=None,
+    learning_rate=None,
+    learning_rate_decay=1.0,
+    ema=False,
 ):
     """Resume after interruption, keep the best model by `monitor`, stop early, log.
 
     With `learning_rate_decay` below 1, epoch `e` (from 0) trains at `learning_rate *
     learning_rate_decay ** e`; the epoch count, and so the rate, survives a resume.
+
+    With `ema` (an optimizer made with `use_ema=True`, see `make_optimizer`), the
+    moving average of the weights is what validation, `scorer`, the checkpoint and
+    early stopping see at the end of every epoch; the trained weights come back before
+    the backup, so a resumed training goes on from them (the average is saved with the
+    optimizer).
 
     `monitor` is `val_loss` (lower is better) or a score that `scorer`, a callback
     run first at the end of every epoch, writes into the epoch's logs (higher is
@@ -308,8 +343,18 @@ def training_callbacks(
                 lambda epoch: learning_rate * learning_rate_decay**epoch
             )
         )
+    # Swaps the average in for validation and at the end of an epoch; the second
+    # callback swaps the trained weights back before the backup.
+    average_in = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
+    average_out = [
+        keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs=None: average_in[0].on_epoch_begin(epoch)
+        )
+        for _ in average_in
+    ]
     return [
         *schedule,
+        *average_in,
         *([scorer] if scorer is not None else []),
         checkpoint,
         early_stopping,
@@ -318,6 +363,7 @@ def training_callbacks(
         ),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(os.path.join(run, "logs"), write_graph=False),
+        *average_out,
         # Last, so the model and the record of an epoch are saved before its backup: a
         # backup never claims an epoch whose record is missing.
         keras.callbacks.BackupAndRestore(os.path.join(run, "backup"), double_checkpoint=True),
@@ -395,8 +441,7 @@ def recipe_parser(prog, description, config_class, argv):
 def run_training_command(args, config_class, kind, train, evaluate):
     """`train` / `all`: config from flags, a run directory, training, evaluation."""
     config = config_from_args(config_class, args)
-    if not 0 < config.learning_rate_decay <= 1:  # before a run directory exists
-        raise UsageError(f"--learning-rate-decay {config.learning_rate_decay}: must be in (0, 1]")
+    check_schedule(config)  # before a run directory exists
     created = args.out is None or not os.path.exists(args.out)
     run = new_run_directory(kind, args.out)
     stage(f"run directory: {run}")

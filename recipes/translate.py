@@ -143,7 +143,6 @@ def vocabulary_paths(run):
 
 # -- model ---------------------------------------------------------------------------------
 def build_model(config, source_vocabulary_size, target_vocabulary_size):
-    import keras
 
     from multiattn import AttentionDecoder, BiLSTMEncoder, PlainDecoder, Seq2Seq
 
@@ -192,7 +191,7 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
     )
     # Under mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer here.
     model.compile(
-        keras.optimizers.Adam(config.learning_rate, clipnorm=1.0), jit_compile=config.jit_compile
+        cli.make_optimizer(config.learning_rate, config.ema_decay), jit_compile=config.jit_compile
     )
     return model
 
@@ -263,6 +262,7 @@ def train(config, run):
                 config.patience,
                 learning_rate=config.learning_rate,
                 learning_rate_decay=config.learning_rate_decay,
+                ema=config.ema_decay > 0,
             ),
             verbose=cli.fit_verbosity(),
             shuffle=False,  # the dataset shuffles itself

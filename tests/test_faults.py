@@ -221,6 +221,62 @@ def test_learning_rate_decays_every_epoch_and_resumes_where_it_was(tmp_path, rng
     np.testing.assert_allclose(first.rates + resumed.rates, [0.08, 0.04, 0.02, 0.01], rtol=1e-6)
 
 
+class TrainedWeights(keras.callbacks.Callback):
+    """The model's weights after every batch and at the start of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_batch, self.at_epoch_begin = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after_batch.append(self.model.get_weights())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.at_epoch_begin.append(self.model.get_weights())
+
+
+def test_moving_average_is_judged_and_kept_and_training_resumes_from_the_trained_weights(
+    tmp_path, rng
+):
+    features = rng.normal(size=(64, 4)).astype("float32")
+    targets = features @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")
+    momentum = 0.8
+
+    def fit(extra_callbacks):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(cli.make_optimizer(0.05, ema_decay=momentum), loss="mse")
+        model.build((None, 4))
+        callbacks = cli.training_callbacks(str(tmp_path), 10, ema=True)
+        return model.fit(
+            features,
+            targets,
+            validation_split=0.25,
+            epochs=3,
+            batch_size=16,  # 3 steps per epoch
+            verbose=0,
+            callbacks=[*callbacks, *extra_callbacks],
+        )
+
+    first = TrainedWeights()
+    with pytest.raises(KeyboardInterrupt):
+        fit([first, Interrupt(2)])
+    # The average by its formula: the first step's weights, then m * average + (1 - m) * w.
+    average = first.after_batch[0]
+    for weights in first.after_batch[1:]:
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights, strict=True)]
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["best_epoch"] == 2  # the loss falls every epoch
+    kept = cli.load_model(str(tmp_path / "model.keras")).get_weights()
+    for got, want in zip(kept, average, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(kept[0], first.after_batch[-1][0])  # the average, not the last step
+
+    resumed = TrainedWeights()
+    fit([resumed])
+    for got, want in zip(resumed.at_epoch_begin[0], first.after_batch[-1], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)  # the trained weights, not the average
+
+
 class Poison(keras.callbacks.Callback):
     """At the start of epoch 2, remembers the weights, then makes them NaN."""
 

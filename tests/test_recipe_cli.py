@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
         (["train", "--data", "{tmp}/missing.tsv", "--out", "{tmp}/run"], "missing.tsv"),
         (["train", "--learning-rate-decay", "0", "--out", "{tmp}/run"], "must be in (0, 1]"),
         (["train", "--learning-rate-decay", "1.5", "--out", "{tmp}/run"], "must be in (0, 1]"),
+        (["train", "--ema-decay", "1", "--out", "{tmp}/run"], "must be in [0, 1)"),
     ],
 )
 def test_clear_one_line_errors(recipe, argv, message, tmp_path, capsys):

@@ -200,3 +200,25 @@ def test_attention_window_errors(flags, message, tmp_path, capsys):
     assert cli.run_main(translate.main, argv) == 2
     error = capsys.readouterr().err
     assert message in error and len(error.splitlines()) == 1
+
+
+def test_schedule_flags_train_with_a_decaying_rate_and_an_average(tmp_path, monkeypatch):
+    import keras
+
+    class Rates(keras.callbacks.Callback):
+        rates, use_ema = [], None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            optimizer = self.model.optimizer
+            Rates.use_ema = optimizer.use_ema
+            Rates.rates.append(float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+
+    original = translate.cli.training_callbacks
+    monkeypatch.setattr(
+        translate.cli, "training_callbacks", lambda *a, **k: [*original(*a, **k), Rates()]
+    )
+    run = tmp_path / "run"
+    flags = ["--learning-rate", "0.004", "--learning-rate-decay", "0.5", "--ema-decay", "0.9"]
+    argv = ["train", "--num-train", "100", *TINY, *flags, "--epochs", "2", "--patience", "5"]
+    assert translate.main([*argv, "--out", str(run)]) == 0
+    assert Rates.rates == pytest.approx([0.004, 0.002]) and Rates.use_ema
