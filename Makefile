@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 LIBRARY_TESTS := multiattn tests/test_attention.py tests/test_decoders.py tests/test_encoders.py \
 	tests/test_hard_attention.py tests/test_local_attention.py tests/test_loops.py \
 	tests/test_losses.py tests/test_metrics.py tests/test_plotting.py tests/test_search.py \
-	tests/test_seq2seq.py tests/test_backends.py
+	tests/test_seq2seq.py tests/test_seq2seq_ensemble.py tests/test_backends.py
 # The CPU build of PyTorch (a CUDA build is several GB).
 TORCH := torch==2.13.0
 

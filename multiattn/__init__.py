@@ -19,6 +19,7 @@ from multiattn.search import (
     sample,
 )
 from multiattn.seq2seq import Seq2Seq
+from multiattn.seq2seq_ensemble import Seq2SeqEnsemble
 from multiattn.special_tokens import (
     END_ID,
     PAD_ID,
@@ -48,6 +49,7 @@ __all__ = [
     "PlainDecoder",
     "RandomSampling",
     "Seq2Seq",
+    "Seq2SeqEnsemble",
     "__version__",
     "attention",
     "beam_search",

@@ -1,0 +1,205 @@
+import keras
+import numpy as np
+from keras import ops
+
+from multiattn import search as search_module
+
+RESULT_KEYS = ("tokens", "lengths", "scores", "log_probs", "attention")
+
+
+class GenerativeModel(keras.Model):
+    """A Keras model that decodes with a search: the `generate` of `Seq2Seq` and
+    `Seq2SeqEnsemble`.
+
+    Subclasses implement `search(source, search, max_length)`, a traceable function of
+    one source batch that runs a `multiattn.search.Search` over their steps, and
+    `build(((None, *source_shape), (None, None)))`. `generate` compiles it per backend
+    and decodes a dataset or array batch by batch.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # The compiled generate function and the default search objects, in a plain
+        # holder: neither Keras nor TensorFlow tracks (or exports) what it holds.
+        self._generate_cache = _GenerateCache()
+
+    def search(self, source, search="greedy", max_length=50):
+        raise NotImplementedError
+
+    def generate(self, source, search="greedy", max_length=50, batch_size=64):
+        """Decodes `source` with a search object: greedy, beam search or sampling.
+
+        The search runs in a generate function of the model's own, compiled once per
+        search settings and `max_length` (as keras-hub's `CausalLM` does): a
+        `tf.function` on TensorFlow (with XLA when the model was compiled with
+        `jit_compile=True`), `jax.jit` over the model's variables on JAX, eager
+        under `torch.no_grad()` on PyTorch. `model.predict` stays Keras' own and
+        returns the teacher-forced outputs of `call`.
+
+        Args:
+            source: Source batch: a NumPy array or a tensor (split into batches of
+                `batch_size`), or a `tf.data.Dataset` of source batches (or of
+                tuples whose first element is the source batch) with a fixed padded
+                length.
+            search: A `multiattn.search.Search` object (`GreedySearch()`,
+                `BeamSearch(...)`, `RandomSampling(...)`), or `"greedy"`, `"beam"`
+                or `"sample"` for one with default settings (the model keeps one
+                `"sample"` object, so successive calls draw different samples).
+            max_length: Most tokens generated (the end token included).
+            batch_size: Sentences decoded at once. A last, smaller batch is padded
+                to the size of the first, so it reuses the compiled function.
+
+        Returns:
+            A dict of NumPy arrays: `tokens`, `lengths`, `scores`, `log_probs`, and
+            `attention` when the decoder attends (see `multiattn.search`); beam
+            search adds a `num_return` axis after the batch axis.
+
+        Example:
+
+        >>> import numpy as np
+        >>> from multiattn import AttentionDecoder, BeamSearch, BiLSTMEncoder, Seq2Seq
+        >>> model = Seq2Seq(
+        ...     BiLSTMEncoder(vocab_size=20, embedding_dim=8, units=16),
+        ...     AttentionDecoder(vocab_size=20, embedding_dim=8, units=16),
+        ... )
+        >>> source = np.array([[5, 6, 7, 0], [8, 9, 0, 0], [4, 0, 0, 0]])
+        >>> model.generate(source, max_length=5)["tokens"].shape
+        (3, 5)
+        >>> beam = BeamSearch(beam_size=3, num_return=2)
+        >>> result = model.generate(source, search=beam, max_length=5)
+        >>> result["tokens"].shape, result["attention"].shape
+        ((3, 2, 5), (3, 2, 5, 4))
+        """
+        search = self._search_object(search)
+        max_length = int(max_length)
+        if max_length < 1:
+            raise ValueError(f"`max_length` must be at least 1, got max_length={max_length}")
+        generate_function = None
+        outputs, full_size = [], None
+        for batch in _source_batches(source, batch_size):
+            if not self.built:  # generating before any fit
+                self.build(((None, *batch.shape[1:]), (None, None)))
+            if generate_function is None:
+                generate_function = self.make_generate_function(search, max_length)
+            size = batch.shape[0]
+            full_size = full_size or size
+            if size < full_size:  # the same shape as the others: no new trace
+                batch = np.concatenate([batch, np.repeat(batch[-1:], full_size - size, 0)])
+            result = generate_function(batch)
+            outputs.append({key: ops.convert_to_numpy(x)[:size] for key, x in result.items()})
+        if not outputs:
+            raise ValueError("`source` holds no sentence to decode.")
+        keys = sorted(outputs[0], key=RESULT_KEYS.index)  # jax.jit returns them sorted
+        return {key: np.concatenate([output[key] for output in outputs]) for key in keys}
+
+    def make_generate_function(self, search, max_length):
+        """The compiled function `source batch -> result dict of tensors` of `generate`.
+
+        Built per backend as keras-hub's `CausalLM.make_generate_function` does, and
+        kept until the search settings, `max_length` or the model's `jit_compile` /
+        `run_eagerly` change.
+
+        Args:
+            search: A `multiattn.search.Search` object.
+            max_length: Most tokens generated, a Python int.
+
+        Returns:
+            A function of one source batch.
+        """
+        backend = keras.config.backend()
+        key = (search.cache_key(), int(max_length), backend, self.run_eagerly)
+        if backend == "tensorflow":
+            key = (*key, bool(self.jit_compile))
+        cache = self._generate_cache
+        if cache.function is not None and cache.key == key:
+            return cache.function
+
+        def generate_step(source):
+            return self.search(source, search, max_length)
+
+        function = generate_step
+        if backend == "torch":
+            import torch
+
+            def function(source):
+                with torch.no_grad():
+                    return generate_step(source)
+
+        elif backend == "tensorflow" and not self.run_eagerly:
+            import tensorflow as tf
+
+            function = tf.function(
+                generate_step, jit_compile=bool(self.jit_compile), reduce_retracing=True
+            )
+        elif backend == "jax" and not self.run_eagerly:
+            function = self._jax_generate_function(generate_step, search)
+        cache.key, cache.function = key, function
+        return function
+
+    def _jax_generate_function(self, generate_step, search):
+        """`generate_step` under `jax.jit`, the model's and the search's state passed in."""
+        import itertools
+
+        import jax
+
+        @jax.jit
+        def compiled(source, state):
+            search_values, trainable_values, non_trainable_values = state
+            mapping = itertools.chain(
+                zip(search.variables, search_values, strict=True),
+                zip(self.trainable_variables, trainable_values, strict=True),
+                zip(self.non_trainable_variables, non_trainable_values, strict=True),
+            )
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                outputs = generate_step(source)
+            # The search's new state (the seed it advanced); the model's is unchanged.
+            new_values = []
+            for variable, value in zip(search.variables, search_values, strict=True):
+                new_value = scope.get_current_value(variable)
+                new_values.append(value if new_value is None else new_value)
+            return outputs, new_values
+
+        def function(source):
+            state = (
+                [variable.value for variable in search.variables],
+                [variable.value for variable in self.trainable_variables],
+                [variable.value for variable in self.non_trainable_variables],
+            )
+            outputs, new_values = compiled(source, state)
+            for variable, value in zip(search.variables, new_values, strict=True):
+                variable.assign(value)
+            return outputs
+
+        return function
+
+    def _search_object(self, search):
+        """`search` itself, or for a name the model's object of that name."""
+        if isinstance(search, str) and search in search_module.SEARCHES:
+            defaults = self._generate_cache.defaults
+            if search not in defaults:
+                defaults[search] = search_module.get(search)
+            return defaults[search]
+        return search_module.get(search)
+
+
+class _GenerateCache:
+    """What `generate` keeps between calls."""
+
+    def __init__(self):
+        self.key = None
+        self.function = None
+        self.defaults = {}  # search name -> the object used for it
+
+
+def _source_batches(source, batch_size):
+    """The source batches of `generate`, as NumPy arrays."""
+    if hasattr(source, "as_numpy_iterator"):  # a tf.data.Dataset (TensorFlow not imported)
+        for element in source.as_numpy_iterator():
+            yield element[0] if isinstance(element, (tuple, list)) else element
+        return
+    source = source if isinstance(source, np.ndarray) else ops.convert_to_numpy(source)
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be at least 1, got batch_size={batch_size}")
+    for start in range(0, len(source), batch_size):
+        yield source[start : start + batch_size]
