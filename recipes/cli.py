@@ -408,12 +408,13 @@ def fit_verbosity():
     return 1 if sys.stdout.isatty() else 2
 
 
-def recipe_parser(prog, description, config_class, argv):
+def recipe_parser(prog, description, config_class, argv, ensembles=False):
     """The commands both recipes share: `train`, `evaluate`, `export`, the default `all`.
 
     Returns `(parser, commands, argv)`: the recipe adds its own command (`translate`,
     `caption`) to `commands`, then parses `argv` (which starts with `all` when no
-    command was named).
+    command was named). With `ensembles`, `evaluate` takes `--run` more than once
+    (a list of runs).
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     commands = parser.add_subparsers(dest="command")
@@ -424,7 +425,12 @@ def recipe_parser(prog, description, config_class, argv):
         add_config_flags(train_parser, config_class)
         train_parser.add_argument("--out", help="run directory (resumes an interrupted run)")
     evaluate_parser = commands.add_parser("evaluate", help="scores and pictures of a run")
-    evaluate_parser.add_argument("--run", required=True)
+    if ensembles:
+        evaluate_parser.add_argument(
+            "--run", required=True, action="append", help="twice or more: an ensemble"
+        )
+    else:
+        evaluate_parser.add_argument("--run", required=True)
     evaluate_parser.add_argument("--beam-size", type=int)
     evaluate_parser.add_argument(
         "--length-penalty", type=float, help="beam search's GNMT alpha (default: the run's)"

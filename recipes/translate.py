@@ -4,11 +4,13 @@
     python -m recipes.translate train [--data D] [--attention NAME] [--epochs N] ...
     python -m recipes.translate evaluate --run DIR [--beam-size N] [--split test]
     python -m recipes.translate translate --run DIR [--beam-size N] [--attention-png F] [TEXT ...]
+    python -m recipes.translate evaluate --run DIR --run DIR2 ...   # an ensemble of runs
     python -m recipes.translate export --run DIR --out DIR   # a SavedModel: text in, text out
 
 Every run writes one directory (`runs/translate/<timestamp>/` or `--out DIR`) holding
 `model.keras`, the vocabularies, `config.json`, `metrics.json`, TensorBoard logs and
-the pictures; the other commands take it as `--run DIR`.
+the pictures; the other commands take it as `--run DIR`. An ensemble's evaluation is
+written to `DIR/ensemble/`.
 """
 
 import dataclasses
@@ -272,16 +274,57 @@ def train(config, run):
 
 
 def load_run(run):
+    """`(config, model, source_vocabulary, target_vocabulary)` of a run, or of an ensemble.
+
+    `run` is a directory, or a list of them: with two or more, the model is a
+    `Seq2SeqEnsemble` of their models, and the config is the first run's. They must
+    have the same vocabularies.
+    """
     from recipes.data.subword_vocabulary import SubwordVocabulary
 
-    model_path = cli.require_run(run)
-    config = cli.load_config(TranslateConfig, os.path.join(run, "config.json"))
-    source_path, target_path = vocabulary_paths(run)
-    source_vocabulary = SubwordVocabulary.load(source_path)
-    target_vocabulary = SubwordVocabulary.load(target_path)
-    model = cli.load_model(model_path)  # safe mode: never unpickles
-    runtime.apply_to_loaded_model(model, config)  # the run's precision and XLA setting
+    runs = [run] if isinstance(run, str) else list(run)
+    loaded = []
+    for directory in runs:
+        model_path = cli.require_run(directory)
+        config = cli.load_config(TranslateConfig, os.path.join(directory, "config.json"))
+        source_path, target_path = vocabulary_paths(directory)
+        source_vocabulary = SubwordVocabulary.load(source_path)
+        target_vocabulary = SubwordVocabulary.load(target_path)
+        if loaded:  # the first run's vocabularies
+            for side, vocabulary, first in (
+                ("source", source_vocabulary, loaded[0][2]),
+                ("target", target_vocabulary, loaded[0][3]),
+            ):
+                if (vocabulary.token_list, vocabulary.lowercase) != (
+                    first.token_list,
+                    first.lowercase,
+                ):
+                    raise cli.UsageError(
+                        f"--run {directory}: its {side} vocabulary differs from that of "
+                        f"--run {runs[0]}; an ensemble's models must share their vocabularies"
+                    )
+        model = cli.load_model(model_path)  # safe mode: never unpickles
+        runtime.apply_to_loaded_model(model, config)  # the run's precision and XLA setting
+        loaded.append((config, model, source_vocabulary, target_vocabulary))
+    if len(loaded) == 1:
+        return loaded[0]
+    from multiattn import Seq2SeqEnsemble
+
+    config, _, source_vocabulary, target_vocabulary = loaded[0]
+    model = Seq2SeqEnsemble([entry[1] for entry in loaded])
+    runtime.apply_to_loaded_model(model, config)
     return config, model, source_vocabulary, target_vocabulary
+
+
+def output_directory(run):
+    """Where `evaluate` writes: the run, or for an ensemble `FIRST_RUN/ensemble`."""
+    if isinstance(run, str):
+        return run
+    if len(run) == 1:
+        return run[0]
+    directory = os.path.join(run[0], "ensemble")
+    os.makedirs(directory, exist_ok=True)
+    return directory
 
 
 def translate_ids(model, source_ids, beam_size, max_length, length_penalty, batch_size=64):
@@ -308,6 +351,7 @@ def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None)
     from multiattn.plotting import plot_lines
 
     config, model, source_vocabulary, target_vocabulary = load_run(run)
+    runs, run = ([run] if isinstance(run, str) else list(run)), output_directory(run)
     beam_size = config.beam_size if beam_size is None else beam_size
     length_penalty = config.length_penalty if length_penalty is None else length_penalty
     corpus = load_data(config)
@@ -329,7 +373,10 @@ def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None)
     result, hypotheses, seconds = scores["beam"]
     source_lengths = [len(source.split()) for source, _ in pairs]
     by_length = metrics.bleu_by_length(hypotheses, references, source_lengths)
-    values = cli.read_json(os.path.join(run, "metrics.json"))
+    metrics_path = os.path.join(run, "metrics.json")
+    values = cli.read_json(metrics_path)
+    if len(runs) > 1:
+        values["ensemble"] = runs
     values.update(
         {
             "split": split,
@@ -343,7 +390,7 @@ def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None)
             "decode_seconds_greedy": round(scores["greedy"][2], 1),
         }
     )
-    metrics_path = cli.write_json(os.path.join(run, "metrics.json"), values)
+    metrics_path = cli.write_json(metrics_path, values)
     plot_path = plot_lines(
         {
             f"{config.attention} (beam {beam_size})": (
@@ -463,10 +510,16 @@ def translate(run, texts, beam_size=None, attention_png=None, batch_size=64):
 # -- command line --------------------------------------------------------------------------
 def parse(argv):
     parser, commands, argv = cli.recipe_parser(
-        "python -m recipes.translate", __doc__.splitlines()[0], TranslateConfig, argv
+        "python -m recipes.translate",
+        __doc__.splitlines()[0],
+        TranslateConfig,
+        argv,
+        ensembles=True,
     )
     translate_parser = commands.add_parser("translate", help="translate TEXT or stdin lines")
-    translate_parser.add_argument("--run", required=True)
+    translate_parser.add_argument(
+        "--run", required=True, action="append", help="twice or more: an ensemble"
+    )
     translate_parser.add_argument("--beam-size", type=int)
     translate_parser.add_argument("--attention-png", help="alignment picture of the first text")
     translate_parser.add_argument("texts", nargs="*", metavar="TEXT")

@@ -222,3 +222,33 @@ def test_schedule_flags_train_with_a_decaying_rate_and_an_average(tmp_path, monk
     argv = ["train", "--num-train", "100", *TINY, *flags, "--epochs", "2", "--patience", "5"]
     assert translate.main([*argv, "--out", str(run)]) == 0
     assert Rates.rates == pytest.approx([0.004, 0.002]) and Rates.use_ema
+
+
+def test_an_ensemble_of_runs_evaluates_and_translates(trained_run, tmp_path, capsys):
+    second = tmp_path / "second"  # the same data and vocabularies, another model
+    argv = ["train", "--num-train", "300", *TINY, "--units", "8", "--out", str(second)]
+    assert translate.main(argv) == 0
+    before = (trained_run / "metrics.json").read_text()
+    runs = ["--run", str(trained_run), "--run", str(second)]
+    assert translate.main(["evaluate", *runs, "--split", "val"]) == 0
+    metrics = json.loads((trained_run / "ensemble" / "metrics.json").read_text())
+    assert metrics["ensemble"] == [str(trained_run), str(second)] and "bleu" in metrics
+    assert (trained_run / "ensemble" / "bleu_by_length.png").stat().st_size > 0
+    assert (trained_run / "metrics.json").read_text() == before  # the run's own stay
+    capsys.readouterr()
+    assert translate.main(["translate", *runs, "three hundred", "twelve"]) == 0
+    assert len(capsys.readouterr().out.rstrip("\n").split("\n")) == 2
+
+
+def test_an_ensemble_needs_the_same_vocabularies(trained_run, tmp_path, capsys):
+    from recipes import cli
+
+    other = tmp_path / "other"
+    argv = ["train", "--num-train", "300", *TINY, "--vocabulary-size", "60"]
+    assert translate.main([*argv, "--out", str(other)]) == 0
+    capsys.readouterr()
+    runs = ["--run", str(trained_run), "--run", str(other)]
+    assert cli.run_main(translate.main, ["evaluate", *runs]) == 2
+    error = capsys.readouterr().err
+    assert f"--run {other}: its source vocabulary differs" in error
+    assert len(error.splitlines()) == 1
