@@ -79,6 +79,17 @@ class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.Schedu
     epochs: int = 8
     batch_size: int = 64
     patience: int = dataclasses.field(default=3, metadata={"help": "early stopping epochs"})
+    monitor: str = dataclasses.field(
+        default="val_loss",
+        metadata={
+            "choices": ("val_loss", "val_bleu"),
+            "help": "checkpoint choice and early stopping: val loss, or the BLEU of the "
+            "val translations after every epoch",
+        },
+    )
+    monitor_beam_size: int = dataclasses.field(
+        default=1, metadata={"help": "--monitor val_bleu: beam size of those translations"}
+    )
     seed: int = 0
     beam_size: int = 4
     length_penalty: float = 0.6
@@ -235,7 +246,7 @@ def train(config, run):
     train_source, train_target, _ = encode_pairs(
         corpus.train, source_vocabulary, target_vocabulary, config.max_tokens, "train"
     )
-    val_source, val_target, _ = encode_pairs(
+    val_source, val_target, val_pairs = encode_pairs(
         corpus.val, source_vocabulary, target_vocabulary, config.max_tokens, "val"
     )
     train_data = runtime.shard_by_data(
@@ -262,6 +273,10 @@ def train(config, run):
             callbacks=cli.training_callbacks(
                 run,
                 config.patience,
+                config.monitor,
+                None
+                if config.monitor == "val_loss"
+                else bleu_scorer(model, val_source, val_pairs, target_vocabulary, config),
                 learning_rate=config.learning_rate,
                 learning_rate_decay=config.learning_rate_decay,
                 ema=config.ema_decay > 0,
@@ -271,6 +286,27 @@ def train(config, run):
         )
     cli.record_training(run, history, started)
     return run
+
+
+def bleu_scorer(model, source_ids, pairs, target_vocabulary, config):
+    """A callback that puts the BLEU of the val translations in each epoch's logs."""
+    import keras
+
+    from multiattn import metrics
+
+    references = [target for _, target in pairs]
+    max_length = output_length(source_ids)
+    search = "greedy" if config.monitor_beam_size <= 1 else f"beam {config.monitor_beam_size}"
+
+    def score(epoch, logs):
+        result = translate_ids(
+            model, source_ids, config.monitor_beam_size, max_length, config.length_penalty
+        )
+        hypotheses = target_vocabulary.decode(result["tokens"].tolist())
+        logs["val_bleu"] = metrics.corpus_bleu(hypotheses, references)
+        print(f"    epoch {epoch + 1}: val BLEU {logs['val_bleu']:.2f} ({search})", flush=True)
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=score)
 
 
 def load_run(run):

@@ -252,3 +252,18 @@ def test_an_ensemble_needs_the_same_vocabularies(trained_run, tmp_path, capsys):
     error = capsys.readouterr().err
     assert f"--run {other}: its source vocabulary differs" in error
     assert len(error.splitlines()) == 1
+
+
+def test_checkpoint_choice_by_val_bleu(tmp_path, capsys):
+    """`--monitor val_bleu`: val translations scored each epoch, the best epoch kept."""
+    run = tmp_path / "run"
+    argv = ["train", "--num-train", "300", *TINY, "--epochs", "3", "--patience", "5"]
+    flags = ["--monitor", "val_bleu", "--monitor-beam-size", "2", "--learning-rate", "0.01"]
+    assert translate.main([*argv, *flags, "--out", str(run)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if ": val BLEU " in line]
+    assert len(lines) == 3 and all(line.endswith("(beam 2)") for line in lines)
+    scores = [float(line.split("val BLEU ")[1].split()[0]) for line in lines]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "best_val_loss" not in metrics
+    assert metrics["best_val_bleu"] == pytest.approx(max(scores), abs=0.01)
+    assert metrics["best_epoch"] == 1 + scores.index(max(scores))
