@@ -415,6 +415,9 @@ def train(config, run):
         )
         return runtime.shard_by_data(data_set.prefetch(tf.data.AUTOTUNE))
 
+    scorer = None
+    if config.monitor != "val_loss":
+        scorer = caption_scorer(model, sources["val"], data["val"].captions, vocabulary, config)
     cli.stage(
         f"training: {config.backbone} backbone, {config.attention} attention, "
         f"{config.epochs} epochs at most ({runtime.describe(strategy, config)})"
@@ -424,23 +427,12 @@ def train(config, run):
             dataset("train", True),
             validation_data=dataset("val", False),
             epochs=config.epochs,
-            callbacks=cli.training_callbacks(
-                run,
-                config.patience,
-                config.monitor,
-                None
-                if config.monitor == "val_loss"
-                else caption_scorer(
-                    model, sources["val"], data["val"].captions, vocabulary, config
-                ),
-                learning_rate=config.learning_rate,
-                learning_rate_decay=config.learning_rate_decay,
-                ema=config.ema_decay > 0,
-            ),
+            callbacks=cli.recipe_callbacks(run, config, scorer),
             verbose=cli.fit_verbosity(),
             shuffle=False,  # the dataset shuffles itself
         )
     cli.record_training(run, history, started)  # first: a NaN loss may have saved no model
+    cli.average_after_training(run, model, config, dataset("val", False), scorer)
     if uses_feature_cache(config):
         # The saved model takes images: the trained decoder behind the frozen backbone.
         best = cli.load_model(os.path.join(run, "model.keras"))
@@ -506,18 +498,22 @@ def caption_scorer(model, sources, captions, vocabulary, config):
     sources = np.asarray(sources, dtype="float32")
     references = scoring_references(captions)
 
-    def score(epoch, logs):
+    def score(logs, label):
         result = generate_captions(model, sources, config, beam_size=1)
         hypotheses = decode_captions(vocabulary, result["tokens"])
         logs["val_bleu4"] = metrics.corpus_bleu(hypotheses, references)
         logs["val_cider"] = metrics.cider(hypotheses, references)
         print(
-            f"    epoch {epoch + 1}: val greedy BLEU-4 {logs['val_bleu4']:.2f}, "
+            f"    {label}: val greedy BLEU-4 {logs['val_bleu4']:.2f}, "
             f"CIDEr-D {logs['val_cider']:.3f}",
             flush=True,
         )
 
-    return keras.callbacks.LambdaCallback(on_epoch_end=score)
+    callback = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: score(logs, f"epoch {epoch + 1}")
+    )
+    callback.score = score  # for the weight average after training
+    return callback
 
 
 def load_run(run):

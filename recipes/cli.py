@@ -47,6 +47,13 @@ class ScheduleConfig:
             "momentum (e.g. 0.999); each epoch is judged, kept and saved by it (0: none)"
         },
     )
+    average_last: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "after training, average the weights of the last N epochs and keep "
+            "the average when val judges it better than the best epoch (0: none)"
+        },
+    )
 
 
 def check_schedule(config):
@@ -55,6 +62,8 @@ def check_schedule(config):
         raise UsageError(f"--learning-rate-decay {config.learning_rate_decay}: must be in (0, 1]")
     if not 0 <= config.ema_decay < 1:
         raise UsageError(f"--ema-decay {config.ema_decay}: must be in [0, 1)")
+    if config.average_last < 0 or config.average_last == 1:
+        raise UsageError(f"--average-last {config.average_last}: must be 0 (none) or 2 or more")
 
 
 def make_optimizer(learning_rate, ema_decay=0.0):
@@ -259,6 +268,7 @@ def training_callbacks(
     learning_rate=None,
     learning_rate_decay=1.0,
     ema=False,
+    average_last=0,
 ):
     """Resume after interruption, keep the best model by `monitor`, stop early, log.
 
@@ -270,6 +280,10 @@ def training_callbacks(
     early stopping see at the end of every epoch; the trained weights come back before
     the backup, so a resumed training goes on from them (the average is saved with the
     optimizer).
+
+    With `average_last`, the weights each epoch is judged by are also saved as
+    `epochs/epoch-NNN.weights.h5`, the last `average_last` of them kept, for
+    `keep_weight_average`.
 
     `monitor` is `val_loss` (lower is better) or a score that `scorer`, a callback
     run first at the end of every epoch, writes into the epoch's logs (higher is
@@ -352,11 +366,19 @@ def training_callbacks(
         )
         for _ in average_in
     ]
+    epoch_weights = []
+    if average_last:
+        saver = keras.callbacks.LambdaCallback()
+        saver.on_epoch_end = lambda epoch, logs=None: save_epoch_weights(
+            saver.model, run, epoch, average_last, logs
+        )
+        epoch_weights.append(saver)
     return [
         *schedule,
         *average_in,
         *([scorer] if scorer is not None else []),
         checkpoint,
+        *epoch_weights,
         early_stopping,
         keras.callbacks.LambdaCallback(
             on_epoch_begin=restore_record, on_epoch_end=save_record, on_train_end=finish_record
@@ -368,6 +390,100 @@ def training_callbacks(
         # backup never claims an epoch whose record is missing.
         keras.callbacks.BackupAndRestore(os.path.join(run, "backup"), double_checkpoint=True),
     ]
+
+
+def epoch_weight_paths(run):
+    """The saved weights of the last epochs, oldest first."""
+    directory = os.path.join(run, "epochs")
+    if not os.path.isdir(directory):
+        return []
+    names = sorted(name for name in os.listdir(directory) if name.endswith(".weights.h5"))
+    return [os.path.join(directory, name) for name in names]
+
+
+def save_epoch_weights(model, run, epoch, count, logs=None):
+    """Saves `model`'s weights after `epoch` (from 0); keeps the last `count` files."""
+    if not math.isfinite((logs or {}).get("loss", math.nan)):
+        return  # a NaN epoch is no checkpoint to average
+    os.makedirs(os.path.join(run, "epochs"), exist_ok=True)
+    model.save_weights(os.path.join(run, "epochs", f"epoch-{epoch + 1:03d}.weights.h5"))
+    for path in epoch_weight_paths(run)[:-count]:
+        os.remove(path)
+
+
+def keep_weight_average(run, model, count, monitor, judge):
+    """Averages the last `count` epochs' weights; keeps them if `judge` finds them better.
+
+    `judge()` returns the `monitor` value of `model` as it is (the val loss, lower is
+    better, or a score, higher is better). When the average beats the best epoch's
+    value in the run's record, it is saved as `model.keras` and the record says
+    `averaged_last`; otherwise `model.keras` stays the best epoch's. Returns the
+    average's value, or None when fewer than two epochs were saved.
+    """
+    paths = epoch_weight_paths(run)[-count:]
+    if len(paths) < 2:
+        return None
+    stage(f"averaging the weights of the last {len(paths)} epochs")
+    totals = None
+    for path in paths:
+        model.load_weights(path)
+        weights = model.get_weights()
+        totals = (
+            weights if totals is None else [a + b for a, b in zip(totals, weights, strict=True)]
+        )
+    model.set_weights([total / len(paths) for total in totals])
+    value = float(judge())
+    metrics_path = os.path.join(run, "metrics.json")
+    record = read_json(metrics_path)
+    best = record.get(f"best_{monitor}")
+    better = best is None or (value < best if monitor == "val_loss" else value > best)
+    print(
+        f"    {monitor} of the average: {value:.4f}, of the best epoch: "
+        + ("none" if best is None else f"{best:.4f}")
+        + ("; the average is kept" if better else "; the best epoch is kept"),
+        flush=True,
+    )
+    record[f"average_last_{monitor}"] = value
+    if better:
+        save_model(model, os.path.join(run, "model.keras"))
+        record.update({f"best_{monitor}": value, "averaged_last": len(paths)})
+    write_json(metrics_path, record)
+    return value
+
+
+def recipe_callbacks(run, config, scorer=None):
+    """`training_callbacks` with a recipe config's patience, monitor and schedule flags."""
+    return training_callbacks(
+        run,
+        config.patience,
+        config.monitor,
+        scorer,
+        learning_rate=config.learning_rate,
+        learning_rate_decay=config.learning_rate_decay,
+        ema=config.ema_decay > 0,
+        average_last=config.average_last,
+    )
+
+
+def average_after_training(run, model, config, val_data, scorer=None):
+    """`--average-last N`: `keep_weight_average`, judged as the recipe's `--monitor` says."""
+    if config.average_last:
+        judge_model = judge(model, val_data, config.monitor, scorer)
+        keep_weight_average(run, model, config.average_last, config.monitor, judge_model)
+
+
+def judge(model, val_data, monitor="val_loss", scorer=None):
+    """The function `keep_weight_average` judges with: the val loss, or `scorer`'s
+    `monitor` (a scorer callback has `score(logs, label)`, see the recipes)."""
+
+    def value():
+        if monitor == "val_loss":
+            return model.evaluate(val_data, verbose=0, return_dict=True)["loss"]
+        logs = {}
+        scorer.score(logs, "the average")
+        return logs[monitor]
+
+    return value
 
 
 def record_training(run, history, started):

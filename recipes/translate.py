@@ -261,6 +261,9 @@ def train(config, run):
         model = build_model(config, len(source_vocabulary), len(target_vocabulary))
         # Built before fit: BackupAndRestore needs the weights to restore into.
         model.build(((None, None), (None, None)))
+    scorer = None
+    if config.monitor != "val_loss":
+        scorer = bleu_scorer(model, val_source, val_pairs, target_vocabulary, config)
     cli.stage(
         f"training: {config.attention} attention, {config.units} units, "
         f"{config.epochs} epochs at most ({runtime.describe(strategy, config)})"
@@ -270,21 +273,12 @@ def train(config, run):
             train_data,
             validation_data=val_data,
             epochs=config.epochs,
-            callbacks=cli.training_callbacks(
-                run,
-                config.patience,
-                config.monitor,
-                None
-                if config.monitor == "val_loss"
-                else bleu_scorer(model, val_source, val_pairs, target_vocabulary, config),
-                learning_rate=config.learning_rate,
-                learning_rate_decay=config.learning_rate_decay,
-                ema=config.ema_decay > 0,
-            ),
+            callbacks=cli.recipe_callbacks(run, config, scorer),
             verbose=cli.fit_verbosity(),
             shuffle=False,  # the dataset shuffles itself
         )
     cli.record_training(run, history, started)
+    cli.average_after_training(run, model, config, val_data, scorer)
     return run
 
 
@@ -298,15 +292,19 @@ def bleu_scorer(model, source_ids, pairs, target_vocabulary, config):
     max_length = output_length(source_ids)
     search = "greedy" if config.monitor_beam_size <= 1 else f"beam {config.monitor_beam_size}"
 
-    def score(epoch, logs):
+    def score(logs, label):
         result = translate_ids(
             model, source_ids, config.monitor_beam_size, max_length, config.length_penalty
         )
         hypotheses = target_vocabulary.decode(result["tokens"].tolist())
         logs["val_bleu"] = metrics.corpus_bleu(hypotheses, references)
-        print(f"    epoch {epoch + 1}: val BLEU {logs['val_bleu']:.2f} ({search})", flush=True)
+        print(f"    {label}: val BLEU {logs['val_bleu']:.2f} ({search})", flush=True)
 
-    return keras.callbacks.LambdaCallback(on_epoch_end=score)
+    callback = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: score(logs, f"epoch {epoch + 1}")
+    )
+    callback.score = score  # for the weight average after training
+    return callback
 
 
 def load_run(run):

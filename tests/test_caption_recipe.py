@@ -288,3 +288,14 @@ def test_model_flags_reach_the_model():
     model = caption.build_model(config, keras.layers.Identity(), 20, compile_model=False)
     assert model.cross_entropy.label_smoothing == 0.1
     assert model.attention_penalty == 0.5
+
+
+def test_average_last_is_judged_by_the_monitored_score(tmp_path, capsys):
+    run = tmp_path / "run"
+    flags = ["--epochs", "2", "--average-last", "2", "--monitor", "val_cider"]
+    assert caption.main(["train", *SCENES, *TINY, *flags, "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "the average: val greedy BLEU-4" in out and "val_cider of the average" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "average_last_val_cider" in metrics
+    assert caption.main(["evaluate", "--run", str(run)]) == 0  # the saved model captions

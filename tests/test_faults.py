@@ -142,27 +142,38 @@ class Sabotage(keras.callbacks.Callback):
         kernel.assign(np.full(kernel.shape, 50.0, "float32"))
 
 
-def regression_model():
+def regression_model(optimizer=None):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-    model.compile(keras.optimizers.SGD(0.05), loss="mse")
+    model.compile(optimizer or keras.optimizers.SGD(0.05), loss="mse")
     model.build((None, 4))
     return model
 
 
-def test_resumed_run_keeps_the_better_model_and_its_patience(tmp_path, rng):
+def regression_data(rng):
     features = rng.normal(size=(64, 4)).astype("float32")
-    targets = features @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")
+    return features, features @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")
+
+
+def fit_regression(model, data, epochs, callbacks):
+    """48 training rows in batches of 16 (3 steps an epoch), 16 validation rows."""
+    features, targets = data
+    return model.fit(
+        features,
+        targets,
+        validation_split=0.25,
+        epochs=epochs,
+        batch_size=16,
+        verbose=0,
+        callbacks=callbacks,
+    )
+
+
+def test_resumed_run_keeps_the_better_model_and_its_patience(tmp_path, rng):
+    data = regression_data(rng)
 
     def fit(model, extra_callbacks):
-        return model.fit(
-            features,
-            targets,
-            validation_split=0.25,
-            epochs=10,
-            batch_size=16,
-            verbose=0,
-            callbacks=[*cli.training_callbacks(str(tmp_path), 2), *extra_callbacks],
-        )
+        callbacks = [*cli.training_callbacks(str(tmp_path), 2), *extra_callbacks]
+        return fit_regression(model, data, 10, callbacks)
 
     with pytest.raises(KeyboardInterrupt):
         fit(regression_model(), [Interrupt(2)])
@@ -196,22 +207,13 @@ class LearningRates(keras.callbacks.Callback):
 
 
 def test_learning_rate_decays_every_epoch_and_resumes_where_it_was(tmp_path, rng):
-    features = rng.normal(size=(64, 4)).astype("float32")
-    targets = features.sum(axis=1, keepdims=True)
+    data = regression_data(rng)
 
     def fit(model, extra_callbacks):
         callbacks = cli.training_callbacks(
             str(tmp_path), 10, learning_rate=0.08, learning_rate_decay=0.5
         )
-        return model.fit(
-            features,
-            targets,
-            validation_split=0.25,
-            epochs=4,
-            batch_size=16,
-            verbose=0,
-            callbacks=[*callbacks, *extra_callbacks],
-        )
+        return fit_regression(model, data, 4, [*callbacks, *extra_callbacks])
 
     first = LearningRates()
     with pytest.raises(KeyboardInterrupt):
@@ -238,24 +240,13 @@ class TrainedWeights(keras.callbacks.Callback):
 def test_moving_average_is_judged_and_kept_and_training_resumes_from_the_trained_weights(
     tmp_path, rng
 ):
-    features = rng.normal(size=(64, 4)).astype("float32")
-    targets = features @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")
+    data = regression_data(rng)
     momentum = 0.8
 
     def fit(extra_callbacks):
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-        model.compile(cli.make_optimizer(0.05, ema_decay=momentum), loss="mse")
-        model.build((None, 4))
+        model = regression_model(cli.make_optimizer(0.05, ema_decay=momentum))
         callbacks = cli.training_callbacks(str(tmp_path), 10, ema=True)
-        return model.fit(
-            features,
-            targets,
-            validation_split=0.25,
-            epochs=3,
-            batch_size=16,  # 3 steps per epoch
-            verbose=0,
-            callbacks=[*callbacks, *extra_callbacks],
-        )
+        return fit_regression(model, data, 3, [*callbacks, *extra_callbacks])
 
     first = TrainedWeights()
     with pytest.raises(KeyboardInterrupt):
@@ -275,6 +266,46 @@ def test_moving_average_is_judged_and_kept_and_training_resumes_from_the_trained
     fit([resumed])
     for got, want in zip(resumed.at_epoch_begin[0], first.after_batch[-1], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6)  # the trained weights, not the average
+
+
+class EpochEndWeights(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+
+
+@pytest.mark.parametrize("average_wins", [True, False])
+def test_average_of_the_last_epochs_replaces_the_model_only_when_better(
+    average_wins, tmp_path, rng
+):
+    model = regression_model()
+    epoch_end = EpochEndWeights()
+    callbacks = cli.training_callbacks(str(tmp_path), 10, average_last=3)
+    fit_regression(model, regression_data(rng), 4, [*callbacks, epoch_end])
+    assert [os.path.basename(path) for path in cli.epoch_weight_paths(str(tmp_path))] == [
+        "epoch-002.weights.h5",
+        "epoch-003.weights.h5",
+        "epoch-004.weights.h5",
+    ]
+    best = json.loads((tmp_path / "metrics.json").read_text())["best_val_loss"]
+    before = cli.load_model(str(tmp_path / "model.keras")).get_weights()
+    verdict = best / 2 if average_wins else best * 2
+    assert cli.keep_weight_average(str(tmp_path), model, 3, "val_loss", lambda: verdict) == verdict
+    expected = [np.mean(arrays, axis=0) for arrays in zip(*epoch_end.weights[1:], strict=True)]
+    kept = cli.load_model(str(tmp_path / "model.keras")).get_weights()
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["average_last_val_loss"] == verdict
+    if average_wins:
+        for got, want in zip(kept, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert record["averaged_last"] == 3 and record["best_val_loss"] == verdict
+    else:
+        for got, want in zip(kept, before, strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert "averaged_last" not in record and record["best_val_loss"] == best
 
 
 class Poison(keras.callbacks.Callback):

@@ -267,3 +267,13 @@ def test_checkpoint_choice_by_val_bleu(tmp_path, capsys):
     assert "best_val_loss" not in metrics
     assert metrics["best_val_bleu"] == pytest.approx(max(scores), abs=0.01)
     assert metrics["best_epoch"] == 1 + scores.index(max(scores))
+
+
+def test_average_last_judges_the_average_of_the_last_epochs(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--num-train", "300", *TINY, "--epochs", "3", "--average-last", "2"]
+    assert translate.main([*argv, "--out", str(run)]) == 0
+    assert "val_loss of the average" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "average_last_val_loss" in metrics
+    assert len(list((run / "epochs").glob("*.weights.h5"))) == 2
