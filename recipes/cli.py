@@ -423,15 +423,22 @@ def keep_weight_average(run, model, count, monitor, judge):
     paths = epoch_weight_paths(run)[-count:]
     if len(paths) < 2:
         return None
+    import numpy as np
+
     stage(f"averaging the weights of the last {len(paths)} epochs")
-    totals = None
+    epochs = []
     for path in paths:
         model.load_weights(path)
-        weights = model.get_weights()
-        totals = (
-            weights if totals is None else [a + b for a, b in zip(totals, weights, strict=True)]
-        )
-    model.set_weights([total / len(paths) for total in totals])
+        epochs.append(model.get_weights())
+    # Floats are averaged; anything else (a dropout seed's state) is the last epoch's.
+    model.set_weights(
+        [
+            np.mean(values, axis=0).astype(values[-1].dtype)
+            if np.issubdtype(values[-1].dtype, np.floating)
+            else values[-1]
+            for values in zip(*epochs, strict=True)
+        ]
+    )
     value = float(judge())
     metrics_path = os.path.join(run, "metrics.json")
     record = read_json(metrics_path)
