@@ -276,7 +276,6 @@ def uses_feature_cache(config):
 
 
 def build_model(config, encoder, vocabulary_size, compile_model=True):
-
     from multiattn import AttentionDecoder, Seq2Seq
 
     attention, hard_attention_weights = cli.attention_settings(config, config.units)

@@ -156,7 +156,6 @@ def vocabulary_paths(run):
 
 # -- model ---------------------------------------------------------------------------------
 def build_model(config, source_vocabulary_size, target_vocabulary_size):
-
     from multiattn import AttentionDecoder, BiLSTMEncoder, PlainDecoder, Seq2Seq
 
     encoder = BiLSTMEncoder(
