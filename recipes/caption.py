@@ -490,7 +490,6 @@ def start_from(model, initial, initial_run_path):
 
 def caption_scorer(model, sources, captions, vocabulary, config):
     """A callback that puts the val BLEU-4 and CIDEr-D of greedy captions in each epoch's logs."""
-    import keras
 
     from multiattn import metrics
 
@@ -508,11 +507,7 @@ def caption_scorer(model, sources, captions, vocabulary, config):
             flush=True,
         )
 
-    callback = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: score(logs, f"epoch {epoch + 1}")
-    )
-    callback.score = score  # for the weight average after training
-    return callback
+    return cli.scorer_callback(score)
 
 
 def load_run(run):

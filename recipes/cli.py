@@ -357,15 +357,17 @@ def training_callbacks(
                 lambda epoch: learning_rate * learning_rate_decay**epoch
             )
         )
-    # Swaps the average in for validation and at the end of an epoch; the second
-    # callback swaps the trained weights back before the backup.
-    average_in = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
-    average_out = [
-        keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs=None: average_in[0].on_epoch_begin(epoch)
-        )
-        for _ in average_in
-    ]
+    average_in, average_out = [], []
+    if ema:
+        # Swaps the average in for validation and at the end of an epoch; its
+        # `on_epoch_begin`, called last, swaps the trained weights back before the backup.
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+        average_in = [swap]
+        average_out = [
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs=None: swap.on_epoch_begin(epoch)
+            )
+        ]
     epoch_weights = []
     if average_last:
         saver = keras.callbacks.LambdaCallback()
@@ -479,9 +481,24 @@ def average_after_training(run, model, config, val_data, scorer=None):
         keep_weight_average(run, model, config.average_last, config.monitor, judge_model)
 
 
+def scorer_callback(score):
+    """The callback of a scorer `score(logs, label)` that writes val scores into `logs`.
+
+    It scores at the end of every epoch; its `score` also judges the weight average
+    after training (`judge`).
+    """
+    import keras
+
+    callback = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: score(logs, f"epoch {epoch + 1}")
+    )
+    callback.score = score
+    return callback
+
+
 def judge(model, val_data, monitor="val_loss", scorer=None):
     """The function `keep_weight_average` judges with: the val loss, or `scorer`'s
-    `monitor` (a scorer callback has `score(logs, label)`, see the recipes)."""
+    `monitor` (a `scorer_callback`)."""
 
     def value():
         if monitor == "val_loss":

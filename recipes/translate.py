@@ -283,7 +283,6 @@ def train(config, run):
 
 def bleu_scorer(model, source_ids, pairs, target_vocabulary, config):
     """A callback that puts the BLEU of the val translations in each epoch's logs."""
-    import keras
 
     from multiattn import metrics
 
@@ -299,11 +298,7 @@ def bleu_scorer(model, source_ids, pairs, target_vocabulary, config):
         logs["val_bleu"] = metrics.corpus_bleu(hypotheses, references)
         print(f"    {label}: val BLEU {logs['val_bleu']:.2f} ({search})", flush=True)
 
-    callback = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: score(logs, f"epoch {epoch + 1}")
-    )
-    callback.score = score  # for the weight average after training
-    return callback
+    return cli.scorer_callback(score)
 
 
 def load_run(run):
