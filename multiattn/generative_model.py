@@ -11,10 +11,11 @@ class GenerativeModel(keras.Model):
     """A Keras model that decodes with a search: the `generate` of `Seq2Seq` and
     `Seq2SeqEnsemble`.
 
-    Subclasses implement `search(source, search, max_length)`, a traceable function of
-    one source batch that runs a `multiattn.search.Search` over their steps, and
-    `build(((None, *source_shape), (None, None)))`. `generate` compiles it per backend
-    and decodes a dataset or array batch by batch.
+    Subclasses have `start_id` and `end_id` and implement `search_inputs(source)`, what
+    a `multiattn.search.Search` needs to decode one source batch, and
+    `build(((None, *source_shape), (None, None)))`. `search` runs the search over
+    them; `generate` compiles it per backend and decodes a dataset or array batch by
+    batch.
     """
 
     def __init__(self, **kwargs):
@@ -23,8 +24,45 @@ class GenerativeModel(keras.Model):
         # holder: neither Keras nor TensorFlow tracks (or exports) what it holds.
         self._generate_cache = _GenerateCache()
 
-    def search(self, source, search="greedy", max_length=50):
+    def search_inputs(self, source):
+        """`(step_fn, state, constants, source_mask)` of one source batch, for a search.
+
+        `step_fn(token_ids, state, constants) -> (logits, state, attention)` advances
+        every sequence by one token; `state` and `constants` are flat tuples of
+        tensors with the batch first; `source_mask` is boolean `(batch, source_len)`
+        or `None` (see `multiattn.search`).
+        """
         raise NotImplementedError
+
+    def search(self, source, search="greedy", max_length=50):
+        """The search behind `generate`, as a traceable function of one source batch.
+
+        `generate` compiles it; call it yourself inside a `tf.function` (or
+        `jax.jit`), e.g. to export a model: there `max_length` may be a scalar int
+        tensor. The search object must be made outside the traced function when it
+        has variables (`RandomSampling`'s seed).
+
+        Args:
+            source: One source batch (a tensor).
+            search: A `multiattn.search.Search` object, or `"greedy"`, `"beam"` or
+                `"sample"`.
+            max_length: Most tokens generated (the end token included).
+
+        Returns:
+            The result dict of `generate`, with tensors.
+        """
+        search = self._search_object(search)
+        step_fn, state, constants, source_mask = self.search_inputs(source)
+        result = search(
+            step_fn,
+            state,
+            constants,
+            start_id=self.start_id,
+            end_id=self.end_id,
+            max_length=max_length,
+            source_mask=source_mask,
+        )
+        return {key: value for key, value in result.items() if value is not None}
 
     def generate(self, source, search="greedy", max_length=50, batch_size=64):
         """Decodes `source` with a search object: greedy, beam search or sampling.

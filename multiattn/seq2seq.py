@@ -222,24 +222,9 @@ class Seq2Seq(GenerativeModel):
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
     # -- generation ------------------------------------------------------------
-    def search(self, source, search="greedy", max_length=50):
-        """The search behind `generate`, as a traceable function of one source batch.
-
-        `generate` compiles it; call it yourself inside a `tf.function` (or
-        `jax.jit`), e.g. to export a model: there `max_length` may be a scalar int
-        tensor. The search object must be made outside the traced function when it
-        has variables (`RandomSampling`'s seed).
-
-        Args:
-            source: One source batch (a tensor).
-            search: A `multiattn.search.Search` object, or `"greedy"`, `"beam"` or
-                `"sample"`.
-            max_length: Most tokens generated (the end token included).
-
-        Returns:
-            The result dict of `generate`, with tensors.
-        """
-        search = self._search_object(search)
+    def search_inputs(self, source):
+        """`(step_fn, state, constants, source_mask)` for a search (see `GenerativeModel`):
+        the source encoded once, and the decoder's `step`."""
         memory, memory_mask, encoder_state = self.encode(source, training=False)
         state = self.decoder.get_initial_state(memory, memory_mask, encoder_state)
         keys, values = self.decoder.prepare_memory(memory)
@@ -249,16 +234,7 @@ class Seq2Seq(GenerativeModel):
             keys, values, memory_mask = constants
             return decoder.step(token_ids, state, (keys, values), memory_mask)
 
-        result = search(
-            step_fn,
-            state,
-            (keys, values, memory_mask),
-            start_id=self.start_id,
-            end_id=self.end_id,
-            max_length=max_length,
-            source_mask=memory_mask,
-        )
-        return {key: value for key, value in result.items() if value is not None}
+        return step_fn, state, (keys, values, memory_mask), memory_mask
 
     # -- saving ----------------------------------------------------------------
     def build(self, input_shape=None):

@@ -89,42 +89,37 @@ class Seq2SeqEnsemble(GenerativeModel):
         mean = ops.mean(ops.stack(log_probs), axis=0)  # (batch, target_len, vocab)
         return mean if alignment is None else (mean, alignment)
 
-    def search(self, source, search="greedy", max_length=50):
-        """The search behind `generate` (see `Seq2Seq.search`), over the models' mean."""
-        search = self._search_object(search)
-        state, constants, state_sizes = [], [], []
-        for model in self.models:
-            memory, memory_mask, encoder_state = model.encode(source, training=False)
-            model_state = model.decoder.get_initial_state(memory, memory_mask, encoder_state)
-            state.extend(model_state)
-            state_sizes.append(len(model_state))
-            constants.extend((*model.decoder.prepare_memory(memory), memory_mask))
+    def search_inputs(self, source):
+        """The models' search inputs joined: one flat state and constants, and a step
+        that advances every model and returns the mean of their log-probabilities."""
+        step_fns, state, constants, state_ends, constant_ends = [], (), (), [0], [0]
+        source_mask = None
+        for index, model in enumerate(self.models):
+            step_fn, model_state, model_constants, model_mask = model.search_inputs(source)
+            step_fns.append(step_fn)
+            state += tuple(model_state)
+            constants += tuple(model_constants)
+            state_ends.append(len(state))
+            constant_ends.append(len(constants))
+            if index == 0:
+                source_mask = model_mask
 
         def step_fn(token_ids, state, constants):
-            log_probs, new_state, attention, start = [], [], None, 0
-            for index, (model, size) in enumerate(zip(self.models, state_sizes, strict=True)):
-                keys, values, memory_mask = constants[3 * index : 3 * index + 3]
-                logits, model_state, weights = model.decoder.step(
-                    token_ids, tuple(state[start : start + size]), (keys, values), memory_mask
+            log_probs, new_state, attention = [], (), None
+            for index, model_step in enumerate(step_fns):
+                logits, model_state, weights = model_step(
+                    token_ids,
+                    tuple(state[state_ends[index] : state_ends[index + 1]]),
+                    tuple(constants[constant_ends[index] : constant_ends[index + 1]]),
                 )
-                start += size
                 log_probs.append(ops.log_softmax(ops.cast(logits, "float32"), axis=-1))
-                new_state.extend(model_state)
+                new_state += tuple(model_state)
                 if index == 0:
                     attention = weights
             # (batch, vocab)
-            return ops.mean(ops.stack(log_probs), axis=0), tuple(new_state), attention
+            return ops.mean(ops.stack(log_probs), axis=0), new_state, attention
 
-        result = search(
-            step_fn,
-            tuple(state),
-            tuple(constants),
-            start_id=self.start_id,
-            end_id=self.end_id,
-            max_length=max_length,
-            source_mask=constants[2],
-        )
-        return {key: value for key, value in result.items() if value is not None}
+        return step_fn, state, constants, source_mask
 
     def get_config(self):
         config = super().get_config()

@@ -71,6 +71,13 @@ class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.Schedu
     )
     reverse_source: bool = False
     embedding_dim: int = 64
+    tie_embeddings: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "logits from the transposed target embeddings, not a separate "
+            "output projection (Press & Wolf 2017)"
+        },
+    )
     units: int = 128
     layers: int = 1
     dropout: float = 0.1
@@ -177,6 +184,7 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
             config.units,
             num_layers=config.layers,
             dropout=config.dropout,
+            tie_embeddings=config.tie_embeddings,
             seed=config.seed,
         )
     else:
@@ -190,6 +198,7 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
             input_feeding=config.input_feeding,
             num_layers=config.layers,
             dropout=config.dropout,
+            tie_embeddings=config.tie_embeddings,
             seed=config.seed,
         )
     model = Seq2Seq(

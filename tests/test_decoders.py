@@ -40,6 +40,12 @@ CONFIGS = {
         "attention": lambda: LocalAttention(LuongAttention("general"), window=2),
         "attention_order": "luong",
     },
+    "tied-luong-fast-path": {
+        "attention": "luong-general",
+        "attention_order": "luong",
+        "input_feeding": False,
+        "tie_embeddings": True,
+    },
 }
 
 
@@ -142,11 +148,25 @@ def numpy_of(layer):
     return [keras.ops.convert_to_numpy(w) for w in layer.weights]
 
 
-@pytest.mark.parametrize("order", ["bahdanau", "luong"])
-def test_first_steps_match_numpy(order, rng):
+@pytest.mark.parametrize(
+    "order, output, embedding_dim",
+    [
+        ("bahdanau", "separate", EMBEDDING),
+        ("luong", "separate", EMBEDDING),
+        ("bahdanau", "tied", UNITS),  # the attentional state is an embedding
+        ("luong", "tied", EMBEDDING),  # projected to the embeddings' size first
+    ],
+)
+def test_first_steps_match_numpy(order, output, embedding_dim, rng):
     attention = "bahdanau" if order == "bahdanau" else "luong-general"
     decoder = AttentionDecoder(
-        VOCAB, EMBEDDING, UNITS, attention=attention, attention_order=order, input_feeding=True
+        VOCAB,
+        embedding_dim,
+        UNITS,
+        attention=attention,
+        attention_order=order,
+        input_feeding=True,
+        tie_embeddings=output == "tied",
     )
     target_ids, memory, memory_mask = batch(rng)
     logits, alignment = decoder(target_ids, memory, memory_mask=memory_mask)
@@ -154,7 +174,18 @@ def test_first_steps_match_numpy(order, rng):
     embeddings = numpy_of(decoder.embedding)[0]
     lstm = numpy_of(decoder.lstm_layers[0])
     attentional_kernel, attentional_bias = numpy_of(decoder.attentional_dense)
-    output_kernel, output_bias = numpy_of(decoder.output_dense)
+    if output == "separate":
+        output_kernel, output_bias = numpy_of(decoder.output_dense)
+    else:
+        # Random, so that a bias left out or added twice shows.
+        output_bias = rng.normal(size=VOCAB).astype("float32")
+        decoder.output_bias.assign(output_bias)
+        logits, alignment = decoder(target_ids, memory, memory_mask=memory_mask)
+        output_kernel = embeddings.T  # (E, vocab)
+        if embedding_dim != UNITS:
+            output_kernel = numpy_of(decoder.output_projection)[0] @ output_kernel
+        else:
+            assert decoder.output_projection is None
     bridge_kernel, bridge_bias = numpy_of(decoder.bridge_dense)
     mask = memory_mask.astype("float32")[..., None]
     mean = (memory * mask).sum(1) / mask.sum(1)
@@ -269,6 +300,18 @@ def test_keras_file_round_trip(config_name, rng, tmp_path):
     # JSON, because shapes in nested build configs come back as lists, not tuples.
     as_json = lambda layer: json.dumps(layer.get_config(), sort_keys=True)  # noqa: E731
     assert as_json(loaded.layers[-1]) == as_json(decoder)
+
+
+def test_tied_embeddings_replace_the_output_kernel(rng):
+    target_ids, memory, memory_mask = batch(rng)
+    counts = {}
+    for tie in (False, True):
+        config = {**CONFIGS["tied-luong-fast-path"], "tie_embeddings": tie}
+        decoder = AttentionDecoder(VOCAB, EMBEDDING, UNITS, **config)
+        decoder(target_ids, memory, memory_mask=memory_mask)
+        counts[tie] = decoder.count_params()
+    # A (units, vocab) kernel gives way to a (units, embedding_dim) projection.
+    assert counts[False] - counts[True] == UNITS * VOCAB - UNITS * EMBEDDING
 
 
 def test_accepts_attention_layer_instances():

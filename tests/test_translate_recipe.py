@@ -169,6 +169,17 @@ def test_hard_attention_flags_train_a_hard_model(tmp_path):
     assert float(model.reward_baseline) < 0  # the baseline followed the rewards
 
 
+@pytest.mark.parametrize("attention", ["luong-general", "none"])
+def test_tie_embeddings_flag_trains_a_tied_model(attention, tmp_path):
+    import keras
+
+    run = tmp_path / "run"
+    flags = ["--tie-embeddings", "--attention", attention]
+    assert translate.main(["train", "--num-train", "100", *TINY, *flags, "--out", str(run)]) == 0
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    assert model.decoder.tie_embeddings and model.decoder.output_dense is None
+
+
 @pytest.mark.parametrize("local", ["monotonic", "predictive"])
 def test_attention_window_trains_a_local_model(local, tmp_path, capsys):
     import keras

@@ -25,10 +25,14 @@ class AttentionDecoder(keras.layers.Layer):
       feeding) or on `y_{i-1}` alone, attend with `s_i`, and output the attentional
       state `h~_i = tanh(W_c [c_i; s_i])`.
 
-    Logits are `W_s h~_i`. Luong order without input feeding and without coverage has
-    no step-to-step dependence outside the LSTM, so `call` runs the whole target
-    through `keras.layers.LSTM` at once and attends in one batched call (the fast
-    path, where fused LSTM kernels apply); everything else scans `step`'s recurrence.
+    Logits are `W_s h~_i + b`, or with `tie_embeddings` `E P h~_i + b`, where `E` is
+    the target embedding matrix (Press & Wolf 2017; Inan et al. 2017) and `P` a
+    projection to `embedding_dim` (absent when `units == embedding_dim`).
+
+    Luong order without input feeding and without coverage has no step-to-step
+    dependence outside the LSTM, so `call` runs the whole target through
+    `keras.layers.LSTM` at once and attends in one batched call (the fast path, where
+    fused LSTM kernels apply); everything else scans `step`'s recurrence.
 
     With `attention=None` the decoder has no attention: the source reaches it only
     through the initial state (the fixed-vector bottleneck of Sutskever et al. 2014),
@@ -55,6 +59,9 @@ class AttentionDecoder(keras.layers.Layer):
             supports coverage (`BahdanauAttention`).
         use_gate: Scale the context by a gating scalar `beta = sigmoid(w^T s)` of the
             attention query (Show, Attend and Tell, Xu et al. 2015, section 4.2.1).
+        tie_embeddings: Compute the logits with the transposed target embedding
+            matrix instead of a separate output projection (a `vocab_size` bias is
+            still learned), saving `units x vocab_size` weights.
         seed: Seed of the dropout.
         **kwargs: Standard layer arguments.
 
@@ -87,7 +94,8 @@ class AttentionDecoder(keras.layers.Layer):
         Bahdanau, Cho & Bengio 2014 (arXiv:1409.0473); Luong, Pham & Manning 2015
         (arXiv:1508.04025); Xu et al. 2015, "Show, Attend and Tell"
         (arXiv:1502.03044); Tu et al. 2016, "Modeling Coverage for Neural Machine
-        Translation" (arXiv:1601.04811).
+        Translation" (arXiv:1601.04811); Press & Wolf 2017, "Using the Output
+        Embedding to Improve Language Models" (arXiv:1608.05859).
     """
 
     def __init__(
@@ -104,6 +112,7 @@ class AttentionDecoder(keras.layers.Layer):
         bridge="learned",
         use_coverage=False,
         use_gate=False,
+        tie_embeddings=False,
         seed=None,
         **kwargs,
     ):
@@ -127,6 +136,7 @@ class AttentionDecoder(keras.layers.Layer):
         self.bridge = bridge
         self.use_coverage = use_coverage
         self.use_gate = use_gate
+        self.tie_embeddings = tie_embeddings
         self.seed = seed
 
         if isinstance(attention, dict):  # from get_config
@@ -174,9 +184,15 @@ class AttentionDecoder(keras.layers.Layer):
                 dtype=self.dtype_policy,
                 name="bridge_dense",
             )
-        self.output_dense = keras.layers.Dense(
-            vocab_size, dtype=self.dtype_policy, name="output_dense"
-        )
+        self.output_dense = self.output_projection = None
+        if not tie_embeddings:
+            self.output_dense = keras.layers.Dense(
+                vocab_size, dtype=self.dtype_policy, name="output_dense"
+            )
+        elif units != embedding_dim:
+            self.output_projection = keras.layers.Dense(
+                embedding_dim, use_bias=False, dtype=self.dtype_policy, name="output_projection"
+            )
 
     # -- structure -------------------------------------------------------------
     @property
@@ -230,8 +246,14 @@ class AttentionDecoder(keras.layers.Layer):
                 self.gate_dense.build((None, self.units))
         if self.bridge_dense is not None and not self.bridge_dense.built:
             self.bridge_dense.build((None, memory_dim))
-        if not self.output_dense.built:
+        if self.output_dense is not None and not self.output_dense.built:
             self.output_dense.build((None, self.units))
+        if self.output_projection is not None and not self.output_projection.built:
+            self.output_projection.build((None, self.units))
+        if self.tie_embeddings:
+            self.output_bias = self.add_weight(
+                shape=(self.vocab_size,), initializer="zeros", name="output_bias"
+            )
         self.built = True
 
     # -- state -----------------------------------------------------------------
@@ -288,7 +310,17 @@ class AttentionDecoder(keras.layers.Layer):
         keys, values = memory
         embedded = self.embedding(token_ids)  # (batch, embedding_dim)
         features, weights, _, state = self._advance(embedded, state, keys, values, memory_mask)
-        return self.output_dense(features), state, weights
+        return self._logits(features), state, weights
+
+    def _logits(self, features):
+        """`(..., units)` attentional states to `(..., vocab_size)` logits."""
+        if not self.tie_embeddings:
+            return self.output_dense(features)
+        if self.output_projection is not None:
+            features = self.output_projection(features)  # (..., embedding_dim)
+        embeddings = ops.cast(self.embedding.embeddings, features.dtype)  # (vocab, E)
+        logits = ops.matmul(features, ops.transpose(embeddings))
+        return logits + ops.cast(self.output_bias, features.dtype)
 
     def _advance(self, embedded, state, keys, values, memory_mask, layer_masks=None, sampling=None):
         """The recurrence for one step: `(features, weights, probabilities, new_state)`.
@@ -401,7 +433,7 @@ class AttentionDecoder(keras.layers.Layer):
         features, weights, alignment = path(
             embedded, state, keys, values, memory_mask, training, sampling
         )
-        logits = self.output_dense(self._dropout(features, training))  # (batch, T, vocab)
+        logits = self._logits(self._dropout(features, training))  # (batch, T, vocab)
         if alignment is None:  # functional models accept no None outputs
             return logits
         if not return_sampling:
@@ -480,6 +512,7 @@ class AttentionDecoder(keras.layers.Layer):
                 "bridge": self.bridge,
                 "use_coverage": self.use_coverage,
                 "use_gate": self.use_gate,
+                "tie_embeddings": self.tie_embeddings,
                 "seed": self.seed,
             }
         )

@@ -20,6 +20,8 @@ class PlainDecoder(AttentionDecoder):
         units: Size of each LSTM layer.
         num_layers: Number of stacked LSTM layers.
         dropout: Dropout on the embeddings, between layers and before the output.
+        tie_embeddings: Logits from the transposed target embeddings (see
+            `AttentionDecoder`).
         seed: Seed of the dropout.
         **kwargs: Standard layer arguments.
 
@@ -36,7 +38,15 @@ class PlainDecoder(AttentionDecoder):
     """
 
     def __init__(
-        self, vocab_size, embedding_dim, units, num_layers=1, dropout=0.0, seed=None, **kwargs
+        self,
+        vocab_size,
+        embedding_dim,
+        units,
+        num_layers=1,
+        dropout=0.0,
+        tie_embeddings=False,
+        seed=None,
+        **kwargs,
     ):
         super().__init__(
             vocab_size,
@@ -46,6 +56,7 @@ class PlainDecoder(AttentionDecoder):
             num_layers=num_layers,
             dropout=dropout,
             bridge="learned",
+            tie_embeddings=tie_embeddings,
             seed=seed,
             **kwargs,
         )
