@@ -54,6 +54,13 @@ class ScheduleConfig:
             "the average when val judges it better than the best epoch (0: none)"
         },
     )
+    time_budget: float = dataclasses.field(
+        default=0.0,
+        metadata={
+            "help": "minutes: stop after the epoch when one more epoch as long as it "
+            "would end past this much training time (0: no limit)"
+        },
+    )
 
 
 def check_schedule(config):
@@ -64,6 +71,8 @@ def check_schedule(config):
         raise UsageError(f"--ema-decay {config.ema_decay}: must be in [0, 1)")
     if config.average_last < 0 or config.average_last == 1:
         raise UsageError(f"--average-last {config.average_last}: must be 0 (none) or 2 or more")
+    if not config.time_budget >= 0:
+        raise UsageError(f"--time-budget {config.time_budget}: must be 0 (none) or more minutes")
 
 
 def make_optimizer(learning_rate, ema_decay=0.0):
@@ -269,8 +278,13 @@ def training_callbacks(
     learning_rate_decay=1.0,
     ema=False,
     average_last=0,
+    time_budget=0.0,
 ):
     """Resume after interruption, keep the best model by `monitor`, stop early, log.
+
+    With a `time_budget` (minutes), training also stops after an epoch when another
+    epoch as long would end past the budget, counted from the start of this process'
+    training (see `time_budget_callback`).
 
     With `learning_rate_decay` below 1, epoch `e` (from 0) trains at `learning_rate *
     learning_rate_decay ** e`; the epoch count, and so the rate, survives a resume.
@@ -382,6 +396,7 @@ def training_callbacks(
         checkpoint,
         *epoch_weights,
         early_stopping,
+        *([time_budget_callback(time_budget)] if time_budget else []),
         keras.callbacks.LambdaCallback(
             on_epoch_begin=restore_record, on_epoch_end=save_record, on_train_end=finish_record
         ),
@@ -392,6 +407,39 @@ def training_callbacks(
         # backup never claims an epoch whose record is missing.
         keras.callbacks.BackupAndRestore(os.path.join(run, "backup"), double_checkpoint=True),
     ]
+
+
+def time_budget_callback(minutes, clock=time.monotonic):
+    """A callback that stops training when another epoch would end past `minutes`.
+
+    At the end of every epoch it takes that epoch's duration (its validation and
+    scoring included) as the next one's, and stops training when the next would end
+    more than `minutes` after training began.
+    """
+    import keras
+
+    times = {}
+
+    def begin_training(logs=None):
+        times["training"] = clock()
+
+    def begin_epoch(epoch, logs=None):
+        times["epoch"] = clock()
+
+    def end_epoch(epoch, logs=None):
+        now = clock()
+        used, last = now - times["training"], now - times["epoch"]
+        if used + last > 60 * minutes:
+            callback.model.stop_training = True
+            stage(
+                f"stopping after epoch {epoch + 1}: another {last / 60:.1f}-minute epoch "
+                f"would end past the {minutes:g}-minute budget ({used / 60:.1f} minutes used)"
+            )
+
+    callback = keras.callbacks.LambdaCallback(
+        on_train_begin=begin_training, on_epoch_begin=begin_epoch, on_epoch_end=end_epoch
+    )
+    return callback
 
 
 def epoch_weight_paths(run):
@@ -471,6 +519,7 @@ def recipe_callbacks(run, config, scorer=None):
         learning_rate_decay=config.learning_rate_decay,
         ema=config.ema_decay > 0,
         average_last=config.average_last,
+        time_budget=config.time_budget,
     )
 
 

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
         (["train", "--learning-rate-decay", "1.5", "--out", "{tmp}/run"], "must be in (0, 1]"),
         (["train", "--ema-decay", "1", "--out", "{tmp}/run"], "must be in [0, 1)"),
         (["train", "--average-last", "1", "--out", "{tmp}/run"], "0 (none) or 2 or more"),
+        (["train", "--time-budget", "-1", "--out", "{tmp}/run"], "0 (none) or more minutes"),
     ],
 )
 def test_clear_one_line_errors(recipe, argv, message, tmp_path, capsys):
