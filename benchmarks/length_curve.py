@@ -2,7 +2,7 @@
 
     python -m benchmarks.length_curve                 # generated number phrases, 5 models
     python -m benchmarks.length_curve --data ../shared/data/multi30k/tok \\
-        --source-lang de --target-lang en --epochs 10 --units 256
+        --source-lang de --target-lang en --epochs 10 --units 256 --split val
     python -m benchmarks.length_curve --quick         # tiny, for the tests
 
 Bahdanau et al. (2014, figure 2): an encoder-decoder that squeezes the source into one
@@ -16,9 +16,10 @@ translation recipe (`recipes.translate`):
 - `luong-general`: Luong's general score in the Luong order;
 - `key-value`: projected keys and values, scaled dot product, in the Luong order;
 
-decodes the test split with beam search, and writes BLEU per source-length bucket as a
-picture (one curve per model), a markdown table and JSON into `--out`. Every other
-flag is a flag of `python -m recipes.translate train` and applies to all five models.
+decodes the test split (`--split val` where the data has none) with beam search, and
+writes BLEU per source-length bucket as a picture (one curve per model), a markdown
+table and JSON into `--out`. Every other flag is a flag of `python -m recipes.translate
+train` and applies to all five models.
 """
 
 import argparse
@@ -64,6 +65,12 @@ def parse(argv):
     cli.add_config_flags(parser, translate.TranslateConfig)
     parser.add_argument("--models", default=",".join(MODELS), help="a comma-separated subset")
     parser.add_argument("--quick", action="store_true", help="tiny models, for the tests")
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=("test", "val"),
+        help="the split decoded (val: for data whose test split is withheld)",
+    )
     parser.add_argument("--out", default=os.path.join("runs", "benchmarks", "length_curve"))
     args = parser.parse_args(argv)
     args.models = [name for name in args.models.split(",") if name]
@@ -92,7 +99,7 @@ def markdown(report):
         "",
         f"Data: {config['data'] or 'generated number phrases'}; {config['units']} units, "
         f"embedding {config['embedding_dim']}, {config['epochs']} epochs, batch "
-        f"{config['batch_size']}, beam {config['beam_size']}; test split. Command: "
+        f"{config['batch_size']}, beam {config['beam_size']}; {report['split']} split. Command: "
         f"`{report['command']}` ({report['minutes']} minutes).",
         "",
         "| model | BLEU | " + " | ".join(f"{bucket} words" for bucket in buckets) + " |",
@@ -126,7 +133,7 @@ def main(argv=None):
         os.makedirs(run, exist_ok=True)
         model_started = time.time()
         translate.train(model_config, run)
-        values = translate.evaluate(run)
+        values = translate.evaluate(run, split=args.split)
         results[name] = {
             "bleu": values["bleu"],
             "bleu_by_length": values["bleu_by_length"],
@@ -136,6 +143,7 @@ def main(argv=None):
     report = {
         "command": " ".join(["python -m benchmarks.length_curve", *argv]),
         "minutes": round((time.time() - started) / 60, 1),
+        "split": args.split,
         "config": dataclasses.asdict(config),
         "models": results,
     }
@@ -156,7 +164,7 @@ def main(argv=None):
         },
         os.path.join(args.out, "length_curve.png"),
         xlabel="source length (words)",
-        ylabel="BLEU (test)",
+        ylabel=f"BLEU ({args.split})",
         title="BLEU by source length",
     )
     print(table)

@@ -101,15 +101,19 @@ def test_speed_rejects_unknown_values(argv, flag, capsys):
     assert flag in capsys.readouterr().err
 
 
-def test_length_curve_quick_plots_every_model(tmp_path):
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_length_curve_quick_plots_every_model(split, tmp_path):
     out = tmp_path / "curve"
-    assert length_curve.main(["--quick", "--models", "none,bahdanau", "--out", str(out)]) == 0
+    argv = ["--quick", "--models", "none,bahdanau", "--split", split, "--out", str(out)]
+    assert length_curve.main(argv) == 0
     report = json.loads((out / "length_curve.json").read_text())
-    assert list(report["models"]) == ["none", "bahdanau"]
+    assert list(report["models"]) == ["none", "bahdanau"] and report["split"] == split
     for name, result in report["models"].items():
         metrics = json.loads((out / name / "metrics.json").read_text())
+        assert metrics["split"] == split
         assert result["bleu_by_length"] == metrics["bleu_by_length"]
         assert sum(bucket["count"] for bucket in result["bleu_by_length"]) == 40
     assert json.loads((out / "none" / "config.json").read_text())["attention"] == "none"
     assert (out / "length_curve.png").stat().st_size > 0
-    assert "| bahdanau |" in (out / "length_curve.md").read_text()
+    table = (out / "length_curve.md").read_text()
+    assert "| bahdanau |" in table and f"; {split} split." in table
