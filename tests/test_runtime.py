@@ -249,21 +249,23 @@ def test_padding_for_xla_gives_few_shapes_and_the_same_loss():
     np.testing.assert_allclose(losses[1]["accuracy"], losses[0]["accuracy"], rtol=1e-5)
 
 
-# Every recipe trains under each precision, and with XLA under one of them.
+# Every recipe trains under each precision, and with XLA under one of them; the
+# translation's output layer tied to its embeddings under one.
 CASES = [
-    ("translate", "bfloat16", True),
-    ("translate", "float16", False),
-    ("caption", "float16", True),
-    ("caption", "bfloat16", False),
+    ("translate", "bfloat16", True, ["--tie-embeddings"]),
+    ("translate", "float16", False, []),
+    ("caption", "float16", True, []),
+    ("caption", "bfloat16", False, []),
 ]
 
 
-@pytest.mark.parametrize("recipe, precision, jit_compile", CASES)
+@pytest.mark.parametrize("recipe, precision, jit_compile, extra_flags", CASES)
 def test_mixed_precision_and_xla_train_and_search(
-    phrases, tmp_path, recipe, precision, jit_compile
+    phrases, tmp_path, recipe, precision, jit_compile, extra_flags
 ):
     run = str(tmp_path / "run")
     flags = ["--mixed-precision", precision, *(["--jit-compile"] if jit_compile else [])]
+    flags += extra_flags
     module = translate if recipe == "translate" else caption
     data_flags = phrases + TRANSLATE_TINY if recipe == "translate" else CAPTION_TINY
     assert module.main(["train", *data_flags, *flags, "--out", run]) == 0
@@ -278,6 +280,7 @@ def test_mixed_precision_and_xla_train_and_search(
         config, model, _ = caption.load_run(run)
     assert (config.mixed_precision, config.jit_compile) == (precision, jit_compile)
     assert model.decoder.dtype_policy.name == runtime.POLICIES[precision]
+    assert model.decoder.tie_embeddings == ("--tie-embeddings" in extra_flags)
     assert keras.config.dtype_policy().name == runtime.POLICIES[precision]
     assert model.jit_compile == jit_compile
     is_loss_scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
