@@ -83,6 +83,7 @@ class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.Schedule
         },
     )
     embedding_dim: int = 64
+    tie_embeddings: bool = cli.tie_embeddings_field()
     units: int = 128
     dropout: float = 0.1
     learning_rate: float = 3e-3
@@ -287,6 +288,7 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
         attention_order=config.attention_order,
         dropout=config.dropout,
         use_gate=config.use_gate,
+        tie_embeddings=config.tie_embeddings,
         seed=config.seed,
     )
     model = Seq2Seq(

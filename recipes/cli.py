@@ -16,6 +16,17 @@ import zipfile
 from recipes.data import SPLITS
 
 
+def tie_embeddings_field():
+    """The `--tie-embeddings` flag of both recipes' configs."""
+    return dataclasses.field(
+        default=False,
+        metadata={
+            "help": "logits from the transposed target embeddings, not a separate "
+            "output projection (Press & Wolf 2017)"
+        },
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class HardAttentionConfig:
     """Show, Attend and Tell's hard attention: the flags both recipes share."""

@@ -71,13 +71,7 @@ class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.Schedu
     )
     reverse_source: bool = False
     embedding_dim: int = 64
-    tie_embeddings: bool = dataclasses.field(
-        default=False,
-        metadata={
-            "help": "logits from the transposed target embeddings, not a separate "
-            "output projection (Press & Wolf 2017)"
-        },
-    )
+    tie_embeddings: bool = cli.tie_embeddings_field()
     units: int = 128
     layers: int = 1
     dropout: float = 0.1

@@ -284,10 +284,11 @@ def test_grid_features_are_computed_again_for_new_pixels(tmp_path, monkeypatch):
 def test_model_flags_reach_the_model():
     import keras
 
-    config = caption.CaptionConfig(label_smoothing=0.1, attention_penalty=0.5)
+    config = caption.CaptionConfig(label_smoothing=0.1, attention_penalty=0.5, tie_embeddings=True)
     model = caption.build_model(config, keras.layers.Identity(), 20, compile_model=False)
     assert model.cross_entropy.label_smoothing == 0.1
     assert model.attention_penalty == 0.5
+    assert model.decoder.tie_embeddings and model.decoder.output_dense is None
 
 
 def test_average_last_is_judged_by_the_monitored_score(tmp_path, capsys):
