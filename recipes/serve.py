@@ -277,11 +277,12 @@ def choose_run(runs, kind, name):
     return runs[name]
 
 
-def parse_beam_size(value, default, limit):
-    """`beam_size` from JSON (an int) or a form field (its digits); `default` when absent."""
-    if value is None or value == "":
+def parse_beam_size(value, default, limit, form=False):
+    """`beam_size` from JSON (an int) or, with `form`, a form field (its digits); `default`
+    when absent."""
+    if value is None or (form and value == ""):
         return default
-    if isinstance(value, str):
+    if form and isinstance(value, str):
         if not value.strip().isdigit():
             raise RequestError(400, f"beam_size: {value!r} is not a whole number")
         value = int(value)
@@ -369,7 +370,7 @@ def create_app(runs, config=None):
             check_fields(form.keys(), CAPTION_FIELDS)
             run = choose_run(runs, "caption", form.get("run") or None)
             beam_size = parse_beam_size(
-                form.get("beam_size"), run.config.beam_size, config.max_beam_size
+                form.get("beam_size"), run.config.beam_size, config.max_beam_size, form=True
             )
             upload = form.get("image")
             if upload is None:
