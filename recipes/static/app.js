@@ -271,6 +271,8 @@ function loadImage(file) {
 
 function showCaption(answer, image) {
   element("caption").textContent = answer.caption;
+  const preview = element("preview");
+  preview.src = image.src;
   fillNbest(element("caption-nbest"), answer.nbest);
   const [rows, columns] = answer.grid;
   element("grid-description").textContent =
@@ -280,22 +282,34 @@ function showCaption(answer, image) {
   panels.replaceChildren();
   answer.tokens.forEach((token, step) => {
     const weights = answer.attention[step];
-    panels.appendChild(panel(image, weights, rows, columns, token, "soft"));
+    const box = document.createElement("div");
+    box.className = "panel";
+    box.appendChild(attentionCanvas(image, weights, rows, columns, "soft"));
     if (answer.hard_attention) {
       const hard = weights.map((_, region) => (region === answer.hard[step] ? 1 : 0));
-      panels.appendChild(panel(image, hard, rows, columns, token, "hard"));
+      box.appendChild(attentionCanvas(image, hard, rows, columns, "hard"));
     }
+    const word = document.createElement("div");
+    word.className = "word";
+    word.textContent = token;
+    box.appendChild(word);
+    panels.appendChild(box);
   });
+  element("panel-legend").textContent = answer.hard_attention
+    ? "In each panel: soft attention above, hard (its region of most attention) below."
+    : "";
   element("caption-result").hidden = false;
 }
 
 // The image as the model saw it (squashed to a square), each region dimmed by how little
 // attention it had: the brightest region is the one attended most.
-function panel(image, weights, rows, columns, token, kind) {
+function attentionCanvas(image, weights, rows, columns, kind) {
   const size = 150;
   const canvas = document.createElement("canvas");
   canvas.width = size;
   canvas.height = size;
+  canvas.className = kind;
+  canvas.title = kind === "soft" ? "soft attention" : "hard attention";
   const context = canvas.getContext("2d");
   context.drawImage(image, 0, 0, size, size);
   const largest = Math.max(...weights, 1e-9);
@@ -310,18 +324,7 @@ function panel(image, weights, rows, columns, token, kind) {
       context.fillRect(x0, y0, x1 - x0, y1 - y0);
     }
   }
-  const box = document.createElement("div");
-  box.className = `panel ${kind}-panel`;
-  box.appendChild(canvas);
-  const word = document.createElement("div");
-  word.className = "word";
-  word.textContent = token;
-  box.appendChild(word);
-  const label = document.createElement("div");
-  label.className = "kind";
-  label.textContent = kind;
-  box.appendChild(label);
-  return box;
+  return canvas;
 }
 
 function setUpDropZone() {
