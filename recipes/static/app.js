@@ -276,7 +276,7 @@ function showCaption(answer, image) {
   fillNbest(element("caption-nbest"), answer.nbest);
   const [rows, columns] = answer.grid;
   element("grid-description").textContent =
-    `(${rows}x${columns} regions; darker: less attention` +
+    `(${rows}x${columns} regions; lighter: more attention` +
     (answer.hard_attention ? "; hard: the region of most attention" : "") + ")";
   const panels = element("panels");
   panels.replaceChildren();
@@ -302,7 +302,7 @@ function showCaption(answer, image) {
 }
 
 // The image as the model saw it (squashed to a square), each region dimmed by how little
-// attention it had: the brightest region is the one attended most.
+// attention it had and lit by how much (white, which shows on dark images too).
 function attentionCanvas(image, weights, rows, columns, kind) {
   const size = 150;
   const canvas = document.createElement("canvas");
@@ -316,11 +316,13 @@ function attentionCanvas(image, weights, rows, columns, kind) {
   for (let row = 0; row < rows; row++) {
     for (let column = 0; column < columns; column++) {
       const weight = weights[row * columns + column] / largest;
-      context.fillStyle = `rgba(0, 0, 0, ${(0.8 * (1 - weight)).toFixed(3)})`;
       const x0 = Math.round((column * size) / columns);
       const y0 = Math.round((row * size) / rows);
       const x1 = Math.round(((column + 1) * size) / columns);
       const y1 = Math.round(((row + 1) * size) / rows);
+      context.fillStyle = `rgba(0, 0, 0, ${(0.75 * (1 - weight)).toFixed(3)})`;
+      context.fillRect(x0, y0, x1 - x0, y1 - y0);
+      context.fillStyle = `rgba(255, 255, 255, ${(0.45 * weight).toFixed(3)})`;
       context.fillRect(x0, y0, x1 - x0, y1 - y0);
     }
   }
