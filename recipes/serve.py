@@ -245,16 +245,17 @@ def load_runs(directories):
 
 
 # -- requests ------------------------------------------------------------------------------
-async def read_body(request, limit, what):
-    """The request body, or a 413 as soon as it is longer than `limit` bytes."""
+async def read_body(request, limit, message):
+    """The request body, or a 413 with `message` as soon as it is longer than `limit` bytes
+    (before reading it, when its Content-Length says so)."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
-        raise RequestError(413, f"{what}: the request is over the limit of {limit} bytes")
+        raise RequestError(413, message)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestError(413, f"{what}: the request is over the limit of {limit} bytes")
+            raise RequestError(413, message)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -329,7 +330,12 @@ def create_app(runs, config=None):
 
     async def translate_endpoint(request):
         limit = config.max_text_characters * 4 + JSON_OVERHEAD_BYTES  # 4 bytes per UTF-8 char
-        body = await read_body(request, limit, "text")
+        body = await read_body(
+            request,
+            limit,
+            f"text: the request is over {limit} bytes; texts are limited to "
+            f"{config.max_text_characters} characters",
+        )
         try:
             values = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -361,7 +367,11 @@ def create_app(runs, config=None):
             raise RequestError(
                 415, "image: send multipart/form-data with the image as the file field `image`"
             )
-        body = await read_body(request, config.max_image_bytes + MULTIPART_OVERHEAD_BYTES, "image")
+        body = await read_body(
+            request,
+            config.max_image_bytes + MULTIPART_OVERHEAD_BYTES,
+            f"image: the request is over the limit of {config.max_image_bytes} bytes for an image",
+        )
 
         async def replay():  # the body, read once under the limit, for the form parser
             return {"type": "http.request", "body": body, "more_body": False}
