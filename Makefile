@@ -13,7 +13,7 @@ LIBRARY_TESTS := multiattn tests/test_attention.py tests/test_decoders.py tests/
 # The CPU build of PyTorch (a CUDA build is several GB).
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-fast test-backends lint clean
+.PHONY: demo serve test test-fast test-backends lint clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ $(INSTALLED): pyproject.toml
 
 demo: $(INSTALLED)
 	$(BIN)/python -m recipes.translate
+
+# The web demo of trained runs: make serve RUNS="runs/translate_default runs/caption_default"
+RUNS ?=
+serve: $(INSTALLED)
+	@test -n "$(RUNS)" || { echo 'usage: make serve RUNS="RUN_DIR [RUN_DIR ...]"'; exit 2; }
+	$(BIN)/python -m recipes.serve $(foreach run,$(RUNS),--run $(run))
 
 # Everything on TensorFlow, then the library on JAX (its slow tests, which compile for
 # minutes on JAX, run in test-backends: the whole of make test stays within CI's time).

@@ -535,16 +535,24 @@ def load_run(run):
     return config, model, vocabulary
 
 
-def generate_captions(model, images, config, beam_size, length_penalty=None):
+def generate_captions(model, images, config, beam_size, length_penalty=None, nbest=False):
+    """Greedy (beam_size 1) or beam search; the result dict with one caption per image.
+
+    With `nbest`, every value keeps a hypothesis axis after the batch axis: the
+    `beam_size` captions of the beam, best first (greedy search's one).
+    """
     from multiattn import BeamSearch, GreedySearch
 
     max_length = config.max_caption_length + 1
     if beam_size <= 1:
-        return model.generate(images, search=GreedySearch(), max_length=max_length, batch_size=32)
+        result = model.generate(images, search=GreedySearch(), max_length=max_length, batch_size=32)
+        return {key: value[:, None] for key, value in result.items()} if nbest else result
     length_penalty = config.length_penalty if length_penalty is None else length_penalty
-    search = BeamSearch(beam_size=beam_size, length_penalty=length_penalty)
+    search = BeamSearch(
+        beam_size=beam_size, length_penalty=length_penalty, num_return=beam_size if nbest else 1
+    )
     result = model.generate(images, search=search, max_length=max_length, batch_size=32)
-    return {key: value[:, 0] for key, value in result.items()}
+    return result if nbest else {key: value[:, 0] for key, value in result.items()}
 
 
 def evaluate(run, split=None, beam_size=None, pictures=4, length_penalty=None):

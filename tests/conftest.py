@@ -46,6 +46,8 @@ SLOW_MODULES = {
     "test_faults.py",
     "test_layer_demo.py",
     "test_runtime.py",
+    "test_serve.py",
+    "test_serve_page.py",
     "test_translate_recipe.py",
 }
 
@@ -62,3 +64,42 @@ def pytest_collection_modifyitems(config, items):
         seq2seq_example = item.path.name == "seq2seq.py"  # doctests of multiattn/seq2seq.py
         if item.path.name in SLOW_MODULES or uses_slow_fixture or seq2seq_example:
             item.add_marker(pytest.mark.slow)
+
+
+# -- the web demo (tests/test_serve.py, tests/test_serve_page.py) --------------------------
+# Small limits, so that the tests can go over them with small requests.
+SERVE_LIMITS = {
+    "max_text_characters": 200,
+    "max_image_megabytes": 0.05,
+    "max_image_megapixels": 0.05,
+    "max_beam_size": 6,
+}
+
+
+@pytest.fixture(scope="session")
+def serve_runs(tmp_path_factory):
+    """Two tiny runs for the server, trained once for both test files: a translation run
+    and a captioning run with hard attention."""
+    from recipe_flags import CAPTION, SCENES, TRANSLATE
+
+    from recipes import caption, translate
+
+    root = tmp_path_factory.mktemp("serve")
+    runs = {"translate": root / "numbers", "caption": root / "scenes"}
+    command = ["train", *TRANSLATE, "--num-train", "100", "--out", str(runs["translate"])]
+    assert translate.main(command) == 0
+    command = ["train", *CAPTION, *SCENES, "--hard-attention", "--out", str(runs["caption"])]
+    assert caption.main(command) == 0
+    return runs
+
+
+@pytest.fixture(scope="session")
+def served(serve_runs):
+    """The server of `serve_runs` on 127.0.0.1, an ephemeral port: `(url, runs, config)`."""
+    pytest.importorskip("uvicorn", reason="the web demo needs the serve extra: .[serve]")
+    from recipes import serve
+
+    config = serve.ServeConfig(port=0, **SERVE_LIMITS)
+    runs = serve.load_runs([str(serve_runs["translate"]), str(serve_runs["caption"])])
+    with serve.BackgroundServer(serve.create_app(runs, config)) as server:
+        yield server.url, runs, config

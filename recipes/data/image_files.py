@@ -34,7 +34,13 @@ class ImageError(ValueError):
 def _describe_source(source):
     if isinstance(source, np.ndarray):
         return f"<array {source.shape} {source.dtype}>"
+    if _is_file_object(source):  # an upload held in memory: its name if it has one
+        return str(getattr(source, "name", None) or "<file object>")
     return os.fspath(source)
+
+
+def _is_file_object(source):
+    return hasattr(source, "read") and hasattr(source, "seek")
 
 
 def _sixteen_bit_to_rgb(image):
@@ -98,6 +104,9 @@ def _array_to_image(array):
 
 def _is_empty_file(path):
     try:
+        if _is_file_object(path):
+            path.seek(0, os.SEEK_END)
+            return path.tell() == 0
         return os.path.getsize(path) == 0
     except OSError:  # missing or unreadable: Pillow's own error says which
         return False
@@ -180,7 +189,8 @@ def load_image(source, size):
     times the limit is silenced: such images are loaded as asked.
 
     Args:
-        source: A file path, or a pixel array (`(H, W)`, `(H, W, 1)`, `(H, W, 3)` or
+        source: A file path, a binary file object (e.g. `io.BytesIO` of an upload),
+            or a pixel array (`(H, W)`, `(H, W, 1)`, `(H, W, 3)` or
             `(H, W, 4)`; uint8, uint16 (16-bit), float (0-255) or bool), as datasets
             like `tfds` `coco_captions` give.
         size: Side of the output image in pixels.
