@@ -107,7 +107,36 @@ def run_kind(directory):
     )
 
 
-class TranslationRun:
+def nbest_list(texts, scores):
+    """The n-best list of an answer, best first."""
+    return [
+        {"text": text, "score": round(float(score), 6)}
+        for text, score in zip(texts, scores, strict=True)
+    ]
+
+
+class ServedRun:
+    """What every served run has: a name, a directory, a config and `describe()`."""
+
+    kind = None
+
+    def describe(self):
+        """The run as `GET /api/runs` lists it."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "directory": self.directory,
+            "config": dataclasses.asdict(self.config),
+            "beam_size": self.config.beam_size,
+            **self.details(),
+        }
+
+    def details(self):
+        """What `describe()` says about this kind of run."""
+        return {}
+
+
+class TranslationRun(ServedRun):
     """A translation run: the text -> translation, n-best list and alignment."""
 
     kind = "translate"
@@ -119,15 +148,8 @@ class TranslationRun:
         loaded = translate.load_run(directory)
         self.config, self.model, self.source_vocabulary, self.target_vocabulary = loaded
 
-    def describe(self):
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "directory": self.directory,
-            "config": dataclasses.asdict(self.config),
-            "beam_size": self.config.beam_size,
-            "has_attention": self.config.attention != "none",
-        }
+    def details(self):
+        return {"has_attention": self.config.attention != "none"}
 
     def answer(self, text, beam_size):
         """What `POST /api/translate` returns; the translation is the CLI's, same beam."""
@@ -159,16 +181,13 @@ class TranslationRun:
             "source_tokens": self.source_vocabulary.tokens(ids),
             "target_tokens": self.target_vocabulary.tokens(result["tokens"][0, 0, :length]),
             "attention": attention,
-            "nbest": [
-                {"text": hypothesis, "score": round(float(score), 6)}
-                for hypothesis, score in zip(texts, result["scores"][0], strict=True)
-            ],
+            "nbest": nbest_list(texts, result["scores"][0]),
             "beam_size": beam_size,
             "truncated": truncated,
         }
 
 
-class CaptionRun:
+class CaptionRun(ServedRun):
     """A captioning run: an image file -> caption, n-best list and attention per word."""
 
     kind = "caption"
@@ -181,16 +200,8 @@ class CaptionRun:
         size = self.config.image_size
         self.grid = [int(side) for side in self.model.encoder.grid_shape((size, size))]
 
-    def describe(self):
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "directory": self.directory,
-            "config": dataclasses.asdict(self.config),
-            "beam_size": self.config.beam_size,
-            "grid": self.grid,
-            "hard_attention": self.config.hard_attention,
-        }
+    def details(self):
+        return {"grid": self.grid, "hard_attention": self.config.hard_attention}
 
     def answer(self, image_file, beam_size):
         """What `POST /api/caption` returns: one attention row (over the grid) per word."""
@@ -214,10 +225,7 @@ class CaptionRun:
             "tokens": tokens,
             "attention": rounded(attention),
             "grid": self.grid,
-            "nbest": [
-                {"text": hypothesis, "score": round(float(score), 6)}
-                for hypothesis, score in zip(texts, result["scores"][0], strict=True)
-            ],
+            "nbest": nbest_list(texts, result["scores"][0]),
             "beam_size": beam_size,
             "hard_attention": self.config.hard_attention,
         }
