@@ -536,23 +536,10 @@ def load_run(run):
 
 
 def generate_captions(model, images, config, beam_size, length_penalty=None, nbest=False):
-    """Greedy (beam_size 1) or beam search; the result dict with one caption per image.
-
-    With `nbest`, every value keeps a hypothesis axis after the batch axis: the
-    `beam_size` captions of the beam, best first (greedy search's one).
-    """
-    from multiattn import BeamSearch, GreedySearch
-
-    max_length = config.max_caption_length + 1
-    if beam_size <= 1:
-        result = model.generate(images, search=GreedySearch(), max_length=max_length, batch_size=32)
-        return {key: value[:, None] for key, value in result.items()} if nbest else result
+    """Greedy (beam_size 1) or beam search of `images` (see `cli.decode`)."""
     length_penalty = config.length_penalty if length_penalty is None else length_penalty
-    search = BeamSearch(
-        beam_size=beam_size, length_penalty=length_penalty, num_return=beam_size if nbest else 1
-    )
-    result = model.generate(images, search=search, max_length=max_length, batch_size=32)
-    return result if nbest else {key: value[:, 0] for key, value in result.items()}
+    max_length = config.max_caption_length + 1
+    return cli.decode(model, images, beam_size, max_length, length_penalty, 32, nbest)
 
 
 def evaluate(run, split=None, beam_size=None, pictures=4, length_penalty=None):

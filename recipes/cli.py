@@ -541,6 +541,24 @@ def average_after_training(run, model, config, val_data, scorer=None):
         keep_weight_average(run, model, config.average_last, config.monitor, judge_model)
 
 
+def decode(model, source, beam_size, max_length, length_penalty, batch_size, nbest=False):
+    """`model.generate` with greedy (beam_size 1) or beam search: one hypothesis per source.
+
+    With `nbest`, every value keeps a hypothesis axis after the batch axis: the
+    `beam_size` hypotheses of the beam, best first (greedy search's one).
+    """
+    from multiattn import BeamSearch, GreedySearch
+
+    settings = {"max_length": max_length, "batch_size": batch_size}
+    if beam_size <= 1:
+        result = model.generate(source, search=GreedySearch(), **settings)
+        return {key: value[:, None] for key, value in result.items()} if nbest else result
+    num_return = beam_size if nbest else 1
+    search = BeamSearch(beam_size, length_penalty=length_penalty, num_return=num_return)
+    result = model.generate(source, search=search, **settings)
+    return result if nbest else {key: value[:, 0] for key, value in result.items()}
+
+
 def scorer_callback(score):
     """The callback of a scorer `score(logs, label)` that writes val scores into `logs`.
 

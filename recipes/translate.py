@@ -361,25 +361,11 @@ def output_directory(run):
 def translate_ids(
     model, source_ids, beam_size, max_length, length_penalty, batch_size=64, nbest=False
 ):
-    """Greedy (beam_size 1) or beam search; returns the result dict with one hypothesis.
-
-    With `nbest`, every value keeps a hypothesis axis after the batch axis: the
-    `beam_size` hypotheses of the beam, best first (greedy search's one).
-    """
-    from multiattn import BeamSearch, GreedySearch
+    """Greedy (beam_size 1) or beam search of padded `source_ids` (see `cli.decode`)."""
     from recipes.data.batching import pad_batch
 
     source = pad_batch(source_ids)
-    if beam_size <= 1:
-        result = model.generate(
-            source, search=GreedySearch(), max_length=max_length, batch_size=batch_size
-        )
-        return {key: value[:, None] for key, value in result.items()} if nbest else result
-    search = BeamSearch(
-        beam_size=beam_size, length_penalty=length_penalty, num_return=beam_size if nbest else 1
-    )
-    result = model.generate(source, search=search, max_length=max_length, batch_size=batch_size)
-    return result if nbest else {key: value[:, 0] for key, value in result.items()}
+    return cli.decode(model, source, beam_size, max_length, length_penalty, batch_size, nbest)
 
 
 def output_length(source_ids):
