@@ -35,9 +35,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import flops  # noqa: E402
+from benchmarks.peers import NAMES as PEER_NAMES  # noqa: E402
 from multiattn.attention import NAMES as ATTENTIONS  # noqa: E402
 
 PATHS = ("step", "fast")
+BACKENDS = ("tensorflow", "jax", "torch")
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
@@ -97,25 +99,77 @@ def peak_memory_mib():
     return None
 
 
+def compiled(function):
+    """`function` compiled as this Keras backend compiles a step (eager on PyTorch)."""
+    import keras
+
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    return function
+
+
 def matmul_peak(size, precision, repeats=10):
     """GFLOP/s of a `size x size` matrix product, the best of `repeats` runs."""
     import keras
-    import tensorflow as tf
 
     a = keras.random.normal((size, size), dtype=precision, seed=1)
     b = keras.random.normal((size, size), dtype=precision, seed=2)
-    product = tf.function(lambda x, y: keras.ops.sum(keras.ops.matmul(x, y)))
-    product(a, b).numpy()  # compile, warm up
+    # Summed to a float32 scalar: NumPy has no bfloat16 to convert to.
+    product = compiled(
+        lambda x, y: keras.ops.cast(keras.ops.sum(keras.ops.matmul(x, y)), "float32")
+    )
+    keras.ops.convert_to_numpy(product(a, b))  # compile, warm up
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        product(a, b).numpy()
+        keras.ops.convert_to_numpy(product(a, b))
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best / 1e9
 
 
+def device_name():
+    """The device our rows ran on: the first GPU the backend sees, else the CPU."""
+    import keras
+
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        return gpus[0].name if gpus else f"CPU ({platform.processor() or platform.machine()})"
+    if backend == "jax":
+        import jax
+
+        return str(jax.devices()[0])
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+
+
 def set_threads(threads):
-    """Limits TensorFlow to `threads` CPU threads; returns the count in effect."""
+    """Limits the Keras backend to `threads` CPU threads; returns the count in effect.
+
+    (The PyTorch peer sets its own pool to the same count.)
+    """
+    import keras
+
+    backend = keras.config.backend()
+    if threads and backend == "jax":
+        raise SystemExit("--threads: not supported on JAX (XLA sizes its own thread pool)")
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads or os.cpu_count())
+        return torch.get_num_threads()
+    if backend == "jax":
+        return os.cpu_count()
     import tensorflow as tf
 
     if threads:
@@ -199,14 +253,14 @@ class Timer:
 
 def measure_training(model, sizes, task):
     """`(wall, cpu)` seconds per `model.fit` step over a repeated batch, and compile time."""
-    import tensorflow as tf
+    from benchmarks.peers import repeated_dataset
 
     source, target_in, target_out = batch_arrays(sizes, task)
-    data = tf.data.Dataset.from_tensors(((source, target_in), target_out)).repeat()
+    data = repeated_dataset((source, target_in), target_out)
     with Timer() as compiling:
-        model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
+        model.fit(data, steps_per_epoch=2, epochs=1, shuffle=False, verbose=0)
     with Timer() as timer:
-        model.fit(data, steps_per_epoch=sizes.train_steps, epochs=1, verbose=0)
+        model.fit(data, steps_per_epoch=sizes.train_steps, epochs=1, shuffle=False, verbose=0)
     steps = sizes.train_steps
     return timer.wall / steps, timer.cpu / steps, compiling.wall
 
@@ -238,7 +292,9 @@ def run_variant(sizes, variant, tasks, attentions, paths, log):
 
     precision, _, jit = variant.partition("+")
     keras.config.set_dtype_policy(PRECISIONS[precision])
-    jit_compile = jit == "jit"
+    # Without "+jit": TensorFlow's graph without XLA; JAX compiles the step with XLA in
+    # any case (Keras' "auto": with False it would run eagerly), PyTorch runs eagerly.
+    jit_compile = True if jit == "jit" else ("auto" if keras.config.backend() == "jax" else False)
     rows = []
     for task in tasks:
         for path in paths:
@@ -251,6 +307,7 @@ def run_variant(sizes, variant, tasks, attentions, paths, log):
                 target_len = sizes.target_len if task == "translate" else sizes.caption_len
                 work = flops.training_step(shape, sizes.batch, _source_len(sizes, task), target_len)
                 row = {
+                    "backend": keras.config.backend(),
                     "variant": variant,
                     "task": task,
                     "path": path,
@@ -289,14 +346,142 @@ def _source_len(sizes, task):
     return sizes.source_len if task == "translate" else sizes.grid * sizes.grid
 
 
+def _target_len(sizes, task):
+    return sizes.target_len if task == "translate" else sizes.caption_len
+
+
+# -- peers -----------------------------------------------------------------------------------
+def run_peers(sizes, names, tasks, threads, log):
+    """One row per peer: its training and greedy decoding, timed as our rows are.
+
+    Run after our rows: the peak memory of a row counts the runtimes loaded so far, and
+    PyTorch, loaded last, adds its own to its row alone.
+    """
+    import keras
+
+    from benchmarks import peers
+
+    rows = []
+    for peer in peers.PEERS:
+        if peer.name not in names or peer.task not in tasks:
+            continue
+        row = {"peer": peer.name, "kind": peer.kind, "task": peer.task}
+        row["description"] = peer.description
+        if not peers.available(peer):
+            row["status"] = f"not installed ({peer.needs})"
+            log(row)
+            rows.append(row)
+            continue
+        keras.utils.set_random_seed(0)
+        reset_peak_memory()
+        source, target_in, target_out = batch_arrays(sizes, peer.task)
+        with Timer() as compiling:
+            model = peers.build(peer, sizes, source, target_in, target_out, threads)
+            model.train(2)
+        with Timer() as timer:
+            model.train(sizes.train_steps)
+        seconds = timer.wall / sizes.train_steps
+        target_len = _target_len(sizes, peer.task)
+        row.update(
+            status="measured",
+            train_ms_per_step=round(seconds * 1000, 1),
+            train_cpu_ms_per_step=round(timer.cpu / sizes.train_steps * 1000, 1),
+            compile_seconds=round(compiling.wall, 1),
+            target_tokens_per_second=round(sizes.batch * target_len / seconds),
+            images_per_second=(round(sizes.batch / seconds, 1) if peer.task == "caption" else None),
+        )
+        batches = [batch_arrays(sizes, peer.task, seed)[0] for seed in range(sizes.decode_batches)]
+        model.greedy(batches[0], target_len)  # compiles
+        with Timer() as decoding:
+            for batch in batches:
+                model.greedy(batch, target_len)
+        sentences = sizes.batch * len(batches)
+        row["greedy_sentences_per_second"] = round(sentences / decoding.wall, 1)
+        row["greedy_cpu_ms_per_sentence"] = round(decoding.cpu / sentences * 1000, 2)
+        row["peak_memory_mib"] = peak_memory_mib()
+        log(row)
+        rows.append(row)
+        keras.backend.clear_session()
+    return rows
+
+
+def add_ratios(rows, peer_rows):
+    """Each of our rows as a multiple of the best measured peer of its kind.
+
+    Training (tokens/s) and peak memory are compared with the fastest-training peer of
+    the same task and kind (our step path with step-wise peers, our fast path with
+    full-sequence ones; captioning with its step-wise peer whatever the path). Greedy
+    and beam decoding are compared with the peer of the task that decodes greedily
+    fastest, whatever its kind.
+    """
+    measured = [peer for peer in peer_rows if peer["status"] == "measured"]
+    for row in rows:
+        same_task = [peer for peer in measured if peer["task"] == row["task"]]
+        kind = "step-wise" if row["path"] == "step" else "full-sequence"
+        same_kind = same_task
+        if row["task"] == "translate":
+            same_kind = [peer for peer in same_task if peer["kind"] == kind]
+        if same_kind:
+            best = max(same_kind, key=lambda peer: peer["target_tokens_per_second"])
+            row["train_peer"] = best["peer"]
+            ratio = row["target_tokens_per_second"] / best["target_tokens_per_second"]
+            row["train_ratio"] = round(ratio, 2)
+            if row["peak_memory_mib"] and best["peak_memory_mib"]:
+                row["memory_ratio"] = round(row["peak_memory_mib"] / best["peak_memory_mib"], 2)
+        if same_task and "greedy_sentences_per_second" in row:
+            best = max(same_task, key=lambda peer: peer["greedy_sentences_per_second"])
+            row["decode_peer"] = best["peer"]
+            for method in ("greedy", "beam"):
+                ours = row[f"{method}_sentences_per_second"]
+                row[f"{method}_ratio"] = round(ours / best["greedy_sentences_per_second"], 2)
+    return rows
+
+
+# -- other backends --------------------------------------------------------------------------
+def run_backend(backend, args):
+    """Our rows on another Keras backend, measured in a new process (one per backend)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        argv = [sys.executable, "-m", "benchmarks.speed", "--peers", "none", "--out", out]
+        argv += ["--variants", ",".join(args.variants), "--tasks", ",".join(args.tasks)]
+        argv += ["--attentions", ",".join(args.attentions), "--paths", ",".join(args.paths)]
+        if args.quick:
+            argv.append("--quick")
+        if args.train_steps:
+            argv += ["--train-steps", str(args.train_steps)]
+        if args.threads and backend != "jax":
+            argv += ["--threads", str(args.threads)]
+        environment = dict(os.environ, KERAS_BACKEND=backend)
+        print(f"==> our rows on {backend} (a new process)", flush=True)
+        subprocess.run(argv, check=True, env=environment)
+        with open(os.path.join(out, "speed.json")) as file:
+            return json.load(file)["rows"]
+
+
+def add_peaks(rows, peaks):
+    """Each row's matrix-product peak: its backend's, at its precision."""
+    for row in rows:
+        precision = row["variant"].partition("+")[0]
+        row["matmul_peak_gflop_per_second"] = peaks[
+            "float32" if precision == "float32" else "bfloat16"
+        ]
+    return rows
+
+
 # -- reporting -------------------------------------------------------------------------------
+def _ratio(row, key):
+    return f"{row[key]}×" if key in row else ""
+
+
 def markdown(report):
     sizes, peaks = report["sizes"], report["matmul_peak_gflop_per_second"]
     lines = [
         "# Speed",
         "",
-        f"Machine: {report['machine']}, {report['threads']} thread(s) used. "
-        f"Command: `{report['command']}`.",
+        f"Machine: {report['machine']}; device: {report.get('device', 'CPU')}; "
+        f"{report['threads']} thread(s) used. Command: `{report['command']}`.",
         f"Translation: vocabulary {sizes['vocab_size']}, embedding {sizes['embedding_dim']}, "
         f"{sizes['units']} units, batch {sizes['batch']}, source and target length "
         f"{sizes['source_len']}. Captioning: {sizes['grid']}x{sizes['grid']} grid of "
@@ -309,14 +494,14 @@ def markdown(report):
         + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items())
         + ".",
         "",
-        "| variant | task | path | attention | train ms/step | train CPU ms/step | tokens/s "
-        "| images/s | train GFLOP/s (% of peak) | greedy sent/s (CPU ms/sent) "
-        "| beam sent/s (CPU ms/sent) | peak MiB |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | variant | task | path | attention | train ms/step | train CPU ms/step "
+        "| tokens/s | images/s | train GFLOP/s (% of peak) | greedy sent/s (CPU ms/sent) "
+        "| beam sent/s (CPU ms/sent) | peak MiB | × peer: train | × peer: greedy "
+        "| × peer: beam | × peer: memory |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["rows"]:
-        precision = row["variant"].partition("+")[0]
-        peak = peaks["bfloat16" if precision != "float32" else "float32"]
+        peak = row.get("matmul_peak_gflop_per_second") or peaks["float32"]
         share = 100 * row["train_gflop_per_second"] / peak
         decoding = [
             f"{row[f'{method}_sentences_per_second']} ({row[f'{method}_cpu_ms_per_sentence']})"
@@ -325,21 +510,56 @@ def markdown(report):
             for method in ("greedy", "beam")
         ]
         lines.append(
-            f"| {row['variant']} | {row['task']} | {row['path']} | {row['attention']} "
+            f"| {row.get('backend', 'tensorflow')} | {row['variant']} | {row['task']} "
+            f"| {row['path']} | {row['attention']} "
             f"| {row['train_ms_per_step']} | {row['train_cpu_ms_per_step']} "
             f"| {row['target_tokens_per_second']} | {row['images_per_second'] or ''} "
             f"| {row['train_gflop_per_second']} ({share:.0f}%) "
-            f"| {decoding[0]} | {decoding[1]} | {row['peak_memory_mib']} |"
+            f"| {decoding[0]} | {decoding[1]} | {row['peak_memory_mib']} "
+            f"| {_ratio(row, 'train_ratio')} | {_ratio(row, 'greedy_ratio')} "
+            f"| {_ratio(row, 'beam_ratio')} | {_ratio(row, 'memory_ratio')} |"
         )
     lines += [
         "",
         "GFLOP/s count matrix products only (`benchmarks/flops.py`); a training step is "
         "three forward passes. The share is of the float32 peak for float32 runs, of the "
-        "bfloat16 peak otherwise. Peak MiB is the process' peak resident memory during "
-        "that row (the runtime itself included). CPU ms is the process' CPU time (all "
-        "threads): on a machine that throttles sustained load, as this one does after "
-        "a burst on both cores, it compares versions where wall-clock time cannot.",
+        "bfloat16 peak otherwise (each backend's own). Peak MiB is the process' peak "
+        "resident memory during that row (the runtime itself included). CPU ms is the "
+        "process' CPU time (all threads): on a machine that throttles sustained load, it "
+        "compares versions where wall-clock time cannot.",
+        "",
+        "× peer: our row divided by the best peer of its kind below (training tokens/s and "
+        "peak memory: the fastest-training peer of the same task and kind, step-wise for our "
+        "step path, full-sequence for our fast path, the captioning peer for captions; "
+        "greedy and beam sentences/s: the peer of the task with the fastest greedy "
+        "decoding).",
     ]
+    if report.get("peers"):
+        lines += [
+            "",
+            "## Peers",
+            "",
+            "Written as their tutorials write them (`benchmarks/peers/`), float32, on the "
+            "same batch, sizes and threads, measured in this run after our rows.",
+            "",
+            "| peer | kind | task | what it is | train ms/step | train CPU ms/step | tokens/s "
+            "| images/s | greedy sent/s (CPU ms/sent) | peak MiB |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for peer in report["peers"]:
+            if peer["status"] != "measured":
+                lines.append(
+                    f"| {peer['peer']} | {peer['kind']} | {peer['task']} "
+                    f"| {peer['description']} | {peer['status']} | | | | | |"
+                )
+                continue
+            lines.append(
+                f"| {peer['peer']} | {peer['kind']} | {peer['task']} | {peer['description']} "
+                f"| {peer['train_ms_per_step']} | {peer['train_cpu_ms_per_step']} "
+                f"| {peer['target_tokens_per_second']} | {peer['images_per_second'] or ''} "
+                f"| {peer['greedy_sentences_per_second']} ({peer['greedy_cpu_ms_per_sentence']}) "
+                f"| {peer['peak_memory_mib']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -351,6 +571,17 @@ def parse(argv):
     parser.add_argument("--attentions", default=",".join(ATTENTIONS))
     parser.add_argument("--paths", default=",".join(PATHS))
     parser.add_argument("--train-steps", type=int, help="timed training steps")
+    parser.add_argument(
+        "--peers",
+        help="the peers to run beside us, or `none` (default: all of them on TensorFlow, "
+        "none on other backends): " + ", ".join(PEER_NAMES),
+    )
+    parser.add_argument(
+        "--backends",
+        default="",
+        help="our rows on these Keras backends too, each in a new process "
+        "(e.g. jax,torch); the peers run on TensorFlow",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -364,8 +595,15 @@ def parse(argv):
         ("tasks", ("translate", "caption")),
         ("attentions", ATTENTIONS),
         ("paths", PATHS),
+        ("peers", PEER_NAMES),
+        ("backends", BACKENDS),
     ):
+        if name == "peers" and args.peers is None:
+            on_tensorflow = os.environ["KERAS_BACKEND"] == "tensorflow"
+            args.peers = ",".join(PEER_NAMES) if on_tensorflow else "none"
         values = [value for value in getattr(args, name).split(",") if value]
+        if name == "peers" and values == ["none"]:
+            values = []
         for value in values:
             if name == "variants":
                 precision, _, jit = value.partition("+")
@@ -377,21 +615,31 @@ def parse(argv):
         setattr(args, name, values)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads: must be at least 1")
+    if args.threads and os.environ["KERAS_BACKEND"] == "jax":
+        parser.error("--threads: not supported on JAX (XLA sizes its own thread pool)")
     return args
 
 
 def main(argv=None):
+    import keras
+
     args = parse(sys.argv[1:] if argv is None else argv)
     sizes = QUICK if args.quick else Sizes()
     if args.train_steps:
         sizes = dataclasses.replace(sizes, train_steps=args.train_steps)
+    backend = keras.config.backend()
+    if args.peers and backend != "tensorflow":
+        raise SystemExit(
+            f"--peers: the peers run on the TensorFlow backend (this is {backend}); "
+            "run on TensorFlow with --backends to add our rows on other backends"
+        )
     os.makedirs(args.out, exist_ok=True)
     threads = set_threads(args.threads)
 
     def log(row):
         print(json.dumps(row), flush=True)
 
-    print("==> matrix-product peak", flush=True)
+    print(f"==> matrix-product peak ({backend})", flush=True)
     peaks = {
         precision: round(matmul_peak(sizes.matmul_size, precision), 1)
         for precision in ("float32", "bfloat16")
@@ -399,15 +647,24 @@ def main(argv=None):
     print(f"    {peaks}", flush=True)
     rows = []
     for variant in args.variants:
-        print(f"==> {variant}", flush=True)
+        print(f"==> {variant} ({backend})", flush=True)
         rows += run_variant(sizes, variant, args.tasks, args.attentions, args.paths, log)
+    add_peaks(rows, peaks)
+    print("==> peers" if args.peers else "==> peers: none asked for", flush=True)
+    peer_rows = run_peers(sizes, args.peers, args.tasks, threads, log)
+    for other in args.backends:
+        if other != backend:
+            rows += run_backend(other, args)
+    add_ratios(rows, peer_rows)
     report = {
         "command": "python -m benchmarks.speed " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}",
+        "device": device_name(),
         "threads": threads,
         "sizes": dataclasses.asdict(sizes),
         "matmul_peak_gflop_per_second": peaks,
         "rows": rows,
+        "peers": peer_rows,
     }
     json_path = os.path.join(args.out, "speed.json")
     with open(json_path, "w") as file:

@@ -74,6 +74,14 @@ class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.Schedule
     attention_penalty: float = dataclasses.field(
         default=0.0, metadata={"help": "doubly stochastic penalty lambda (the paper's is 1)"}
     )
+    input_feeding: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "Luong order: feed the previous attentional state to the LSTM; "
+            "--no-input-feeding runs the decoder's LSTM over the whole caption at once "
+            "(the fast path, cuDNN's kernel on a GPU)"
+        },
+    )
     use_gate: bool = True
     flip: bool = dataclasses.field(
         default=False,
@@ -286,6 +294,7 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
         config.units,
         attention=attention,
         attention_order=config.attention_order,
+        input_feeding=config.input_feeding,
         dropout=config.dropout,
         use_gate=config.use_gate,
         tie_embeddings=config.tie_embeddings,

@@ -146,7 +146,7 @@ def add_config_flags(parser, config_class):
                 dest=field.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"(default: {field.default})",
+                help=f"{field.metadata.get('help', '')} (default: {field.default})".strip(),
             )
             continue
         choices = field.metadata.get("choices")

@@ -42,6 +42,13 @@ class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.Schedu
     source_lang: str | None = dataclasses.field(default=None, metadata={"help": "e.g. de"})
     target_lang: str | None = dataclasses.field(default=None, metadata={"help": "e.g. en"})
     vocabulary_size: int = dataclasses.field(default=8000, metadata={"help": "subwords per side"})
+    joint_vocabulary: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "one vocabulary of --vocabulary-size subwords, learned on both languages "
+            "and used on both sides"
+        },
+    )
     lowercase: bool = False
     max_tokens: int = dataclasses.field(
         default=80, metadata={"help": "longer sentences (subword tokens) are skipped, counted"}
@@ -232,6 +239,14 @@ def train(config, run):
         cli.stage("reusing the vocabularies of the interrupted run")
         source_vocabulary = SubwordVocabulary.load(source_path)
         target_vocabulary = SubwordVocabulary.load(target_path)
+    elif config.joint_vocabulary:
+        cli.stage(f"learning a joint subword vocabulary ({config.vocabulary_size})")
+        texts = [source for source, _ in corpus.train] + [target for _, target in corpus.train]
+        source_vocabulary = target_vocabulary = SubwordVocabulary.build(
+            texts, config.vocabulary_size, config.lowercase
+        )
+        source_vocabulary.save(source_path)
+        target_vocabulary.save(target_path)
     else:
         cli.stage(f"learning subword vocabularies ({config.vocabulary_size} per side)")
         source_vocabulary = SubwordVocabulary.build(

@@ -1,5 +1,6 @@
 """The benchmarks run (in --quick mode) and count what they say; speed is never asserted."""
 
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from benchmarks import flops, length_curve, speed
+from benchmarks import flops, length_curve, peers, speed
 from multiattn import AttentionDecoder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -72,13 +73,14 @@ def test_speed_quick_writes_consistent_results(tmp_path):
     # A new process: --threads must reach TensorFlow before its runtime starts.
     out = tmp_path / "speed"
     argv = ["--quick", "--attentions", "bahdanau", "--threads", "1", "--out", str(out)]
+    argv += ["--backends", "jax"]
     subprocess.run([sys.executable, "-m", "benchmarks.speed", *argv], check=True, cwd=ROOT)
     report = json.loads((out / "speed.json").read_text())
     assert report["threads"] == 1
     assert set(report["matmul_peak_gflop_per_second"]) == {"float32", "bfloat16"}
     rows = report["rows"]
-    # 2 tasks x 2 paths; decoding measured once per attention and task
-    assert len(rows) == 4
+    # 2 backends x 2 tasks x 2 paths; decoding measured once per attention and task
+    assert [row["backend"] for row in rows] == ["tensorflow"] * 4 + ["jax"] * 4
     for row in rows:
         sizes = report["sizes"]
         length = sizes["target_len"] if row["task"] == "translate" else sizes["caption_len"]
@@ -88,12 +90,123 @@ def test_speed_quick_writes_consistent_results(tmp_path):
         )
         assert row["peak_memory_mib"] > 0 and row["train_cpu_ms_per_step"] > 0
         assert ("greedy_sentences_per_second" in row) == (row["path"] == "step")
+    # Every peer has a row: measured, or named as not installed.
+    peer_rows = {peer["peer"]: peer for peer in report["peers"]}
+    assert set(peer_rows) == set(peers.NAMES)
+    for name, peer in peer_rows.items():
+        installed = importlib.util.find_spec(peers.get(name).needs) is not None
+        assert peer["status"] == ("measured" if installed else "not installed (torch)")
+    # Each row's ratios are to the best measured peer of its kind.
+    step_peers = [
+        peer_rows[name]
+        for name in ("tf_stepwise", "torch_stepwise")
+        if peer_rows[name]["status"] == "measured"
+    ]
+    expected_peer = {
+        ("translate", "step"): max(step_peers, key=lambda peer: peer["target_tokens_per_second"]),
+        ("translate", "fast"): peer_rows["keras_full_sequence"],
+        ("caption", "step"): peer_rows["tf_caption_stepwise"],
+        ("caption", "fast"): peer_rows["tf_caption_stepwise"],
+    }
+    for row in rows:
+        peer = expected_peer[row["task"], row["path"]]
+        assert row["train_peer"] == peer["peer"]
+        ratio = row["target_tokens_per_second"] / peer["target_tokens_per_second"]
+        assert row["train_ratio"] == pytest.approx(ratio, abs=0.006)
     markdown = (out / "speed.md").read_text()
-    assert markdown.count("\n| float32 |") == len(rows)
+    assert markdown.count("\n| tensorflow | float32 |") == 4
+    assert markdown.count("\n| jax | float32 |") == 4
+    assert markdown.count("\n| tf_") == 2
+
+
+def test_ratios_compare_each_row_with_the_best_peer_of_its_kind():
+    def peer(name, kind, task, tokens, greedy, memory=100.0):
+        return {
+            "peer": name,
+            "kind": kind,
+            "task": task,
+            "status": "measured",
+            "target_tokens_per_second": tokens,
+            "greedy_sentences_per_second": greedy,
+            "peak_memory_mib": memory,
+        }
+
+    peer_rows = [
+        peer("slow-step", "step-wise", "translate", 1000, 500),
+        peer("fast-step", "step-wise", "translate", 2000, 100, memory=200.0),
+        peer("full", "full-sequence", "translate", 4000, 50),
+        peer("caption", "step-wise", "caption", 800, 400),
+        {"peer": "absent", "kind": "step-wise", "task": "translate", "status": "not installed"},
+    ]
+    decoding = {"greedy_sentences_per_second": 1000, "beam_sentences_per_second": 250}
+    rows = [
+        {
+            "task": "translate",
+            "path": "step",
+            "target_tokens_per_second": 6000,
+            "peak_memory_mib": 300.0,
+            **decoding,
+        },
+        {
+            "task": "translate",
+            "path": "fast",
+            "target_tokens_per_second": 6000,
+            "peak_memory_mib": 300.0,
+        },
+        {
+            "task": "caption",
+            "path": "fast",
+            "target_tokens_per_second": 1600,
+            "peak_memory_mib": 50.0,
+            **decoding,
+        },
+    ]
+    step, fast, caption = speed.add_ratios(rows, peer_rows)
+    assert (step["train_peer"], step["train_ratio"], step["memory_ratio"]) == (
+        "fast-step",
+        3.0,
+        1.5,
+    )
+    # decoding is compared with the fastest greedy decoder of the task, whatever its kind
+    assert (step["decode_peer"], step["greedy_ratio"], step["beam_ratio"]) == (
+        "slow-step",
+        2.0,
+        0.5,
+    )
+    assert (fast["train_peer"], fast["train_ratio"], fast["memory_ratio"]) == ("full", 1.5, 3.0)
+    assert "greedy_ratio" not in fast
+    assert (caption["train_peer"], caption["train_ratio"], caption["greedy_ratio"]) == (
+        "caption",
+        2.0,
+        2.5,
+    )
+
+
+@pytest.mark.parametrize("name", peers.NAMES)
+def test_peers_train_and_decode_greedily(name):
+    """Each peer lowers its loss on the batch and decodes ids of the vocabulary."""
+    peer = peers.get(name)
+    pytest.importorskip(peer.needs)
+    sizes = speed.QUICK
+    source, target_in, target_out = speed.batch_arrays(sizes, peer.task)
+    model = peers.build(peer, sizes, source, target_in, target_out)
+    losses = [model.train(1) for _ in range(40)]
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.05
+    steps = sizes.target_len if peer.task == "translate" else sizes.caption_len
+    tokens = np.asarray(model.greedy(source, steps))
+    assert tokens.shape == (sizes.batch, steps)
+    assert tokens.min() >= 0 and tokens.max() < sizes.vocab_size
 
 
 @pytest.mark.parametrize(
-    "argv, flag", [(["--variants", "float64"], "--variants"), (["--threads", "0"], "--threads")]
+    "argv, flag",
+    [
+        (["--variants", "float64"], "--variants"),
+        (["--threads", "0"], "--threads"),
+        (["--peers", "tutorial"], "--peers"),
+        (["--backends", "numpy"], "--backends"),
+    ],
 )
 def test_speed_rejects_unknown_values(argv, flag, capsys):
     with pytest.raises(SystemExit):

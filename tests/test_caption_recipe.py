@@ -289,6 +289,11 @@ def test_model_flags_reach_the_model():
     assert model.cross_entropy.label_smoothing == 0.1
     assert model.attention_penalty == 0.5
     assert model.decoder.tie_embeddings and model.decoder.output_dense is None
+    assert model.decoder.input_feeding and not model.decoder.uses_fast_path
+    args = caption.parse(["train", "--data", "d", "--no-input-feeding"])
+    config = cli.config_from_args(caption.CaptionConfig, args)
+    model = caption.build_model(config, keras.layers.Identity(), 20, compile_model=False)
+    assert not model.decoder.input_feeding and model.decoder.uses_fast_path
 
 
 def test_average_last_is_judged_by_the_monitored_score(tmp_path, capsys):

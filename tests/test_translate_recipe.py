@@ -180,6 +180,21 @@ def test_tie_embeddings_flag_trains_a_tied_model(attention, tmp_path):
     assert model.decoder.tie_embeddings and model.decoder.output_dense is None
 
 
+def test_joint_vocabulary_serves_both_languages(tmp_path, capsys):
+    run = tmp_path / "run"
+    flags = ["--joint-vocabulary", "--vocabulary-size", "300"]
+    assert translate.main(["train", "--num-train", "100", *TINY, *flags, "--out", str(run)]) == 0
+    assert "learning a joint subword vocabulary (300)" in capsys.readouterr().out
+    source_path, target_path = translate.vocabulary_paths(run)
+    joint = open(source_path, encoding="utf-8").read()
+    assert joint == open(target_path, encoding="utf-8").read()
+    _, _, source_vocabulary, target_vocabulary = translate.load_run(str(run))
+    # the generated corpus is English -> German: words of both are whole subwords
+    for word in ("three", "drei"):
+        assert source_vocabulary.encode([word]) == target_vocabulary.encode([word])
+        assert len(source_vocabulary.encode([word])[0]) == 1, word
+
+
 @pytest.mark.parametrize("local", ["monotonic", "predictive"])
 def test_attention_window_trains_a_local_model(local, tmp_path, capsys):
     import keras
