@@ -4,10 +4,12 @@
     python -m benchmarks.speed --variants float32,bfloat16+jit
     python -m benchmarks.speed --quick              # tiny sizes, a few steps (what the tests run)
     python -m benchmarks.speed --threads 1          # repeatable where sustained load is throttled
+    python -m benchmarks.speed --backends jax,torch # our rows on JAX and PyTorch too
 
-Everything runs in one process, on one fixed configuration (translation: vocabulary
-8000, embedding 256, 256 units, batch 64, source and target length 20; captioning: a
-7x7 grid of 256-channel features, the same decoder, batch 64, captions of length 16):
+Everything runs in one process (but `--backends`), on one fixed configuration
+(translation: vocabulary 8000, embedding 256, 256 units, batch 64, source and target
+length 20; captioning: a 7x7 grid of 256-channel features, the same decoder, batch 64,
+captions of length 16):
 
 - training throughput of `model.fit`, in target tokens (translation) and images
   (captioning) per second, for each attention type on the step path (Bahdanau order,
@@ -16,7 +18,11 @@ Everything runs in one process, on one fixed configuration (translation: vocabul
 - the peak resident memory of each measurement;
 - the achieved floating-point rate: the model's matrix-product operations counted
   analytically (`benchmarks.flops`) over the measured time, as a share of the peak
-  of a large matrix product measured in the same process (float32 and bfloat16).
+  of a large matrix product measured in the same process (float32 and bfloat16);
+- the peers (`benchmarks/peers/`: what a user would write instead, as the Keras,
+  TensorFlow and PyTorch tutorials write it), timed the same way after our rows, and
+  each of our rows as a multiple of the best peer of its kind (`--peers`);
+- with `--backends`, our rows on other Keras backends, each in a new process.
 
 A variant is a precision (`float32`, `bfloat16` = Keras' `mixed_bfloat16`, `float16`)
 with an optional `+jit` (XLA, `jit_compile=True`). Results go to
@@ -40,6 +46,14 @@ from multiattn.attention import NAMES as ATTENTIONS  # noqa: E402
 
 PATHS = ("step", "fast")
 BACKENDS = ("tensorflow", "jax", "torch")
+# XLA's CPU matrix products on one thread (the flag must be set before JAX starts).
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
+
+
+def _xla_flags():
+    return os.environ.get("XLA_FLAGS", "")
+
+
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
@@ -156,20 +170,19 @@ def device_name():
 def set_threads(threads):
     """Limits the Keras backend to `threads` CPU threads; returns the count in effect.
 
-    (The PyTorch peer sets its own pool to the same count.)
+    (The PyTorch peer sets its own pool to the same count; on JAX, `parse` has checked
+    that XLA_FLAGS holds one thread.)
     """
     import keras
 
     backend = keras.config.backend()
-    if threads and backend == "jax":
-        raise SystemExit("--threads: not supported on JAX (XLA sizes its own thread pool)")
     if backend == "torch":
         import torch
 
         torch.set_num_threads(threads or os.cpu_count())
         return torch.get_num_threads()
     if backend == "jax":
-        return os.cpu_count()
+        return threads or os.cpu_count()
     import tensorflow as tf
 
     if threads:
@@ -451,9 +464,11 @@ def run_backend(backend, args):
             argv.append("--quick")
         if args.train_steps:
             argv += ["--train-steps", str(args.train_steps)]
-        if args.threads and backend != "jax":
-            argv += ["--threads", str(args.threads)]
         environment = dict(os.environ, KERAS_BACKEND=backend)
+        if args.threads == 1 and backend == "jax":
+            environment["XLA_FLAGS"] = f"{_xla_flags()} {XLA_ONE_THREAD}".strip()
+        if args.threads and (backend != "jax" or args.threads == 1):
+            argv += ["--threads", str(args.threads)]
         print(f"==> our rows on {backend} (a new process)", flush=True)
         subprocess.run(argv, check=True, env=environment)
         with open(os.path.join(out, "speed.json")) as file:
@@ -616,7 +631,11 @@ def parse(argv):
     if args.threads is not None and args.threads < 1:
         parser.error("--threads: must be at least 1")
     if args.threads and os.environ["KERAS_BACKEND"] == "jax":
-        parser.error("--threads: not supported on JAX (XLA sizes its own thread pool)")
+        if args.threads != 1 or XLA_ONE_THREAD not in _xla_flags():
+            parser.error(
+                f"--threads: on JAX only 1, with XLA_FLAGS={XLA_ONE_THREAD} set before JAX "
+                "starts (--backends jax sets it for its process)"
+            )
     return args
 
 

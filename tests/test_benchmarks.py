@@ -214,6 +214,19 @@ def test_speed_rejects_unknown_values(argv, flag, capsys):
     assert flag in capsys.readouterr().err
 
 
+def test_speed_threads_on_jax_need_xla_on_one_thread(monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")  # what parse reads; Keras is not restarted
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    with pytest.raises(SystemExit):
+        speed.parse(["--threads", "1"])
+    assert speed.XLA_ONE_THREAD in capsys.readouterr().err
+    monkeypatch.setenv("XLA_FLAGS", speed.XLA_ONE_THREAD)
+    args = speed.parse(["--threads", "1"])
+    assert args.threads == 1 and args.peers == []  # the peers run on TensorFlow only
+    with pytest.raises(SystemExit):
+        speed.parse(["--threads", "2"])
+
+
 @pytest.mark.parametrize("split", ["test", "val"])
 def test_length_curve_quick_plots_every_model(split, tmp_path):
     out = tmp_path / "curve"
