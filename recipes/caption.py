@@ -3,6 +3,7 @@
     python -m recipes.caption                         # train on generated scenes, then evaluate
     python -m recipes.caption train [--data D] [--backbone NAME --weights W] ...
     python -m recipes.caption evaluate --run DIR [--beam-size N] [--split test]
+    python -m recipes.caption evaluate --run DIR --run DIR2 ...  # an ensemble, in DIR/ensemble/
     python -m recipes.caption caption --run DIR [--beam-size N] [--attention-png DIR] IMAGE ...
     python -m recipes.caption export --run DIR --out DIR     # SavedModel: image bytes in, text out
 
@@ -522,6 +523,31 @@ def caption_scorer(model, sources, captions, vocabulary, config):
 
 
 def load_run(run):
+    """`(config, model, vocabulary)` of a run, or of an ensemble of runs.
+
+    `run` is a directory, or a list of them: with two or more, the model is a
+    `Seq2SeqEnsemble` of their models (each encodes the images with its own encoder),
+    and the config is the first run's. They must share the vocabulary and image size.
+    """
+    runs = [run] if isinstance(run, str) else list(run)
+    loaded = [_load_one_run(directory) for directory in runs]
+    config, model, vocabulary = loaded[0]
+    for directory, (other_config, _, other_vocabulary) in zip(runs[1:], loaded[1:], strict=True):
+        for what, differs in (
+            ("vocabulary", other_vocabulary.words != vocabulary.words),
+            ("--image-size", other_config.image_size != config.image_size),
+        ):
+            if differs:
+                raise cli.UsageError(
+                    f"--run {directory}: its {what} differs from that of --run {runs[0]}; "
+                    "an ensemble's models must share their vocabulary and image size"
+                )
+    if len(loaded) > 1:
+        model = runtime.ensemble([entry[1] for entry in loaded], config)
+    return config, model, vocabulary
+
+
+def _load_one_run(run):
     import keras
 
     from recipes.data.word_vocabulary import WordVocabulary
@@ -556,6 +582,7 @@ def evaluate(run, split=None, beam_size=None, pictures=4, length_penalty=None):
     from multiattn import metrics
 
     config, model, vocabulary = load_run(run)
+    runs, run = ([run] if isinstance(run, str) else list(run)), cli.output_directory(run)
     beam_size = config.beam_size if beam_size is None else beam_size
     length_penalty = config.length_penalty if length_penalty is None else length_penalty
     requested = ("test",) if split is None else (split,)
@@ -585,7 +612,9 @@ def evaluate(run, split=None, beam_size=None, pictures=4, length_penalty=None):
             "decode_seconds": round(seconds, 1),
         }
     )
-    encoder = model.encoder
+    if len(runs) > 1:
+        values["ensemble"] = runs
+    encoder = getattr(model, "models", [model])[0].encoder  # an ensemble's: the first model's
     grid = encoder.grid_shape((config.image_size, config.image_size))
     if data.scenes is not None:
         from recipes.data.scenes import attention_localization
@@ -675,7 +704,7 @@ def caption(run, images, beam_size=None, attention_png=None):
 # -- command line --------------------------------------------------------------------------
 def parse(argv):
     parser, commands, argv = cli.recipe_parser(
-        "python -m recipes.caption", __doc__.splitlines()[0], CaptionConfig, argv
+        "python -m recipes.caption", __doc__.splitlines()[0], CaptionConfig, argv, ensembles=True
     )
     caption_parser = commands.add_parser("caption", help="caption image files")
     caption_parser.add_argument("--run", required=True)

@@ -626,6 +626,17 @@ def fit_verbosity():
     return 1 if sys.stdout.isatty() else 2
 
 
+def output_directory(run):
+    """Where `evaluate` writes: the run, or for an ensemble `FIRST_RUN/ensemble`."""
+    if isinstance(run, str):
+        return run
+    if len(run) == 1:
+        return run[0]
+    directory = os.path.join(run[0], "ensemble")
+    os.makedirs(directory, exist_ok=True)
+    return directory
+
+
 def recipe_parser(prog, description, config_class, argv, ensembles=False):
     """The commands both recipes share: `train`, `evaluate`, `export`, the default `all`.
 

@@ -310,6 +310,15 @@ def describe(strategy, config):
     return ", ".join(parts)
 
 
+def ensemble(models, config):
+    """The loaded runs' models decoding as one, in the first run's precision and XLA."""
+    from multiattn import Seq2SeqEnsemble
+
+    model = Seq2SeqEnsemble(models)
+    apply_to_loaded_model(model, config)
+    return model
+
+
 def apply_to_loaded_model(model, config):
     """Applies a run's `--mixed-precision` and `--jit-compile` to the model loaded from it.
 

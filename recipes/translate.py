@@ -354,23 +354,9 @@ def load_run(run):
         loaded.append((config, model, source_vocabulary, target_vocabulary))
     if len(loaded) == 1:
         return loaded[0]
-    from multiattn import Seq2SeqEnsemble
-
     config, _, source_vocabulary, target_vocabulary = loaded[0]
-    model = Seq2SeqEnsemble([entry[1] for entry in loaded])
-    runtime.apply_to_loaded_model(model, config)
+    model = runtime.ensemble([entry[1] for entry in loaded], config)
     return config, model, source_vocabulary, target_vocabulary
-
-
-def output_directory(run):
-    """Where `evaluate` writes: the run, or for an ensemble `FIRST_RUN/ensemble`."""
-    if isinstance(run, str):
-        return run
-    if len(run) == 1:
-        return run[0]
-    directory = os.path.join(run[0], "ensemble")
-    os.makedirs(directory, exist_ok=True)
-    return directory
 
 
 def translate_ids(
@@ -392,7 +378,7 @@ def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None)
     from multiattn.plotting import plot_lines
 
     config, model, source_vocabulary, target_vocabulary = load_run(run)
-    runs, run = ([run] if isinstance(run, str) else list(run)), output_directory(run)
+    runs, run = ([run] if isinstance(run, str) else list(run)), cli.output_directory(run)
     beam_size = config.beam_size if beam_size is None else beam_size
     length_penalty = config.length_penalty if length_penalty is None else length_penalty
     corpus = load_data(config)

@@ -281,6 +281,31 @@ def test_grid_features_are_computed_again_for_new_pixels(tmp_path, monkeypatch):
     assert len(computed) == 6
 
 
+def test_an_ensemble_of_runs_evaluates(trained_run, tmp_path, capsys):
+    second = tmp_path / "second"  # the same scenes and vocabulary, another decoder
+    assert caption.main(["train", *SCENES, *TINY, "--units", "24", "--out", str(second)]) == 0
+    before = (trained_run / "metrics.json").read_text()
+    runs = ["--run", str(trained_run), "--run", str(second)]
+    capsys.readouterr()
+    assert caption.main(["evaluate", *runs, "--split", "val", "--beam-size", "2"]) == 0
+    assert "on 16 val images" in capsys.readouterr().out
+    metrics = json.loads((trained_run / "ensemble" / "metrics.json").read_text())
+    assert metrics["ensemble"] == [str(trained_run), str(second)] and "cider" in metrics
+    assert len(list((trained_run / "ensemble" / "attention").glob("*.png"))) == 4
+    assert (trained_run / "metrics.json").read_text() == before  # the run's own stay
+
+
+def test_an_ensemble_needs_the_same_vocabulary(trained_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert caption.main(["train", *SCENES, *TINY, "--min-count", "1000", "--out", str(other)]) == 0
+    capsys.readouterr()
+    runs = ["--run", str(trained_run), "--run", str(other)]
+    assert cli.run_main(caption.main, ["evaluate", *runs]) == 2
+    error = capsys.readouterr().err
+    assert f"--run {other}: its vocabulary differs" in error
+    assert len(error.splitlines()) == 1
+
+
 def test_model_flags_reach_the_model():
     import keras
 
