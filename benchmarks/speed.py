@@ -46,15 +46,13 @@ from multiattn.attention import NAMES as ATTENTIONS  # noqa: E402
 
 PATHS = ("step", "fast")
 BACKENDS = ("tensorflow", "jax", "torch")
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 # XLA's CPU matrix products on one thread (the flag must be set before JAX starts).
 XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 
 
 def _xla_flags():
     return os.environ.get("XLA_FLAGS", "")
-
-
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,8 +168,10 @@ def device_name():
 def set_threads(threads):
     """Limits the Keras backend to `threads` CPU threads; returns the count in effect.
 
-    (The PyTorch peer sets its own pool to the same count; on JAX, `parse` has checked
-    that XLA_FLAGS holds one thread.)
+    (The PyTorch peer sets its own pool to the same count. On JAX, `parse` has checked
+    that XLA_FLAGS keeps matrix products on one thread, and the process is pinned to
+    one CPU, which threads XLA has already started may escape: `--backends jax` pins
+    its process from the start.)
     """
     import keras
 
@@ -182,6 +182,9 @@ def set_threads(threads):
         torch.set_num_threads(threads or os.cpu_count())
         return torch.get_num_threads()
     if backend == "jax":
+        pin = _one_cpu(threads)
+        if pin:
+            pin()
         return threads or os.cpu_count()
     import tensorflow as tf
 
@@ -470,9 +473,21 @@ def run_backend(backend, args):
         if args.threads and (backend != "jax" or args.threads == 1):
             argv += ["--threads", str(args.threads)]
         print(f"==> our rows on {backend} (a new process)", flush=True)
-        subprocess.run(argv, check=True, env=environment)
+        subprocess.run(argv, check=True, env=environment, preexec_fn=_one_cpu(args.threads))
         with open(os.path.join(out, "speed.json")) as file:
             return json.load(file)["rows"]
+
+
+def _one_cpu(threads):
+    """With `--threads 1` on Linux, a function pinning a new process to one CPU.
+
+    XLA keeps helper threads besides its matrix products; pinned, they share that core,
+    so JAX's CPU time stays its wall time, as on the other backends.
+    """
+    if threads != 1 or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpu = min(os.sched_getaffinity(0))
+    return lambda: os.sched_setaffinity(0, {cpu})
 
 
 def add_peaks(rows, peaks):
