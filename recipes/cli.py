@@ -140,13 +140,14 @@ def add_config_flags(parser, config_class):
     for field in sorted(dataclasses.fields(config_class), key=lambda field: field.name not in own):
         flag = "--" + field.name.replace("_", "-")
         kind = hints[field.name]
+        help_text = f"{field.metadata.get('help', '')} (default: {field.default})".strip()
         if kind is bool:
             parser.add_argument(
                 flag,
                 dest=field.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"{field.metadata.get('help', '')} (default: {field.default})".strip(),
+                help=help_text,
             )
             continue
         choices = field.metadata.get("choices")
@@ -157,7 +158,7 @@ def add_config_flags(parser, config_class):
             default=None,
             choices=choices,
             metavar=field.name.upper() if choices is None else None,
-            help=f"{field.metadata.get('help', '')} (default: {field.default})".strip(),
+            help=help_text,
         )
 
 
