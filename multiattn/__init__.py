@@ -9,7 +9,7 @@ from multiattn.attention import (
 )
 from multiattn.decoders import AttentionDecoder, PlainDecoder
 from multiattn.encoders import BiLSTMEncoder, ImageGridEncoder
-from multiattn.losses import MaskedCrossEntropy
+from multiattn.losses import MaskedCrossEntropy, PolicyGradientLoss
 from multiattn.search import (
     BeamSearch,
     GreedySearch,
@@ -47,6 +47,7 @@ __all__ = [
     "LuongAttention",
     "MaskedCrossEntropy",
     "PlainDecoder",
+    "PolicyGradientLoss",
     "RandomSampling",
     "Seq2Seq",
     "Seq2SeqEnsemble",

@@ -166,3 +166,71 @@ class MaskedCrossEntropy(keras.losses.Loss):
         config = super().get_config()
         config.update({"label_smoothing": self.label_smoothing, "pad_id": self.pad_id})
         return config
+
+
+def leave_one_out_advantages(rewards):
+    """Each sample's reward minus the mean reward of the other samples of its source.
+
+    The baseline of self-critical training with several samples per source (Kool et
+    al. 2019; Luo 2020, "A Better Variant of Self-Critical Sequence Training"): it
+    depends on the other samples only, so the gradient estimate stays unbiased, and it
+    needs no extra greedy decoding.
+
+    Args:
+        rewards: float `(sources, samples)` rewards, `samples >= 2`.
+
+    Returns:
+        float32 `(sources, samples)`: `r_ij - mean_{k != j} r_ik`.
+    """
+    rewards = ops.cast(rewards, "float32")
+    samples = ops.shape(rewards)[-1]
+    if samples is not None and samples < 2:
+        raise ValueError(f"leave-one-out needs at least 2 samples per source, got {samples}")
+    total = ops.sum(rewards, axis=-1, keepdims=True)
+    return rewards - (total - rewards) / (ops.cast(samples, "float32") - 1.0)
+
+
+@keras.saving.register_keras_serializable(package="multiattn")
+class PolicyGradientLoss(keras.losses.Loss):
+    """REINFORCE for whole sequences: `-mean_b A_b log p(y_b)`, with advantages as weights.
+
+    For self-critical sequence training (Rennie et al. 2017): `y_true` are sequences
+    sampled from the model itself, `y_pred` the model's teacher-forced logits on them,
+    and `sample_weight` (required) the advantage of each sequence, `(batch,)`: its
+    reward (e.g. CIDEr-D) minus a baseline (e.g. `leave_one_out_advantages`). The
+    sequence log-probability is summed over the tokens that are not `pad_id`, and the
+    loss is `sum_b A_b * (-log p(y_b)) / batch`, whose gradient is the REINFORCE
+    estimate of the gradient of the negated expected reward. Compile a `Seq2Seq` with
+    it (`model.compile(optimizer, loss=PolicyGradientLoss())`) and train on batches
+    of samples with `train_on_batch(..., sample_weight=advantages)`.
+
+    Args:
+        pad_id: The padding id of the targets.
+        name: Name of the loss.
+        **kwargs: Standard loss arguments.
+
+    Reference:
+        Rennie et al. 2017, "Self-critical Sequence Training for Image Captioning"
+        (arXiv:1612.00563); Williams 1992.
+    """
+
+    def __init__(self, pad_id=0, name="policy_gradient", **kwargs):
+        kwargs.setdefault("reduction", "sum_over_batch_size")
+        super().__init__(name=name, **kwargs)
+        self.pad_id = pad_id
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is None:
+            raise ValueError(
+                "PolicyGradientLoss needs each sequence's advantage as `sample_weight`"
+            )
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
+    def call(self, y_true, y_pred):
+        mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")  # (batch, T)
+        return ops.sum(token_cross_entropy(y_true, y_pred) * mask, axis=-1)  # (batch,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"pad_id": self.pad_id})
+        return config

@@ -102,48 +102,95 @@ def cider(hypotheses, references, sigma=6.0):
     _check_lengths(hypotheses, references)
     if not hypotheses:
         return 0.0
-    references = [[r] if isinstance(r, str) else list(r) for r in references]
-    reference_counts = [[_ngram_counts(r) for r in refs] for refs in references]
-    document_frequency = collections.Counter()
-    for counts in reference_counts:
-        document_frequency.update({ngram for count in counts for ngram in count})
-    log_documents = math.log(float(len(references)))
+    scores = CiderD(references, sigma).scores(hypotheses, range(len(hypotheses)))
+    return sum(scores) / len(scores)
 
-    def vectors(counts):
+
+class CiderD:
+    """CIDEr-D of single captions against the references of a fixed corpus.
+
+    The document frequencies, and each reference's TF-IDF vectors, are computed once
+    from `references` (as the COCO tool computes them from the corpus scored), so a
+    caption's score does not depend on which others are scored with it: the reward of
+    self-critical training (Rennie et al. 2017), which scores a few sampled captions
+    of a few images at a time against the training corpus. `cider` is the mean of
+    `CiderD(references).scores(hypotheses, range(len(hypotheses)))`.
+
+    Args:
+        references: One string, or a list of strings, per corpus item (image).
+        sigma: Width of the length penalty.
+
+    Example:
+
+    >>> scorer = CiderD([["a dog runs", "a brown dog runs"], ["two men sit"]])
+    >>> [round(score, 2) for score in scorer.scores(["a dog runs", "a dog runs"], [0, 1])]
+    [5.32, 0.0]
+    """
+
+    def __init__(self, references, sigma=6.0):
+        self.sigma = sigma
+        references = [[r] if isinstance(r, str) else list(r) for r in references]
+        counts = [[_ngram_counts(r) for r in refs] for refs in references]
+        self.document_frequency = collections.Counter()
+        for item in counts:
+            self.document_frequency.update({ngram for count in item for ngram in count})
+        self.log_documents = math.log(float(max(len(references), 1)))
+        # Per item, per reference: (vectors, norms, length in words).
+        self.references = [
+            [
+                (*self._vectors(count), sum(c for g, c in count.items() if len(g) == 1))
+                for count in item
+            ]
+            for item in counts
+        ]
+
+    def _vectors(self, counts):
         vector = [{} for _ in range(4)]
         norms = [0.0] * 4
         for ngram, term_frequency in counts.items():
             order = len(ngram) - 1
             weight = term_frequency * (
-                log_documents - math.log(max(1.0, document_frequency[ngram]))
+                self.log_documents - math.log(max(1.0, self.document_frequency[ngram]))
             )
             vector[order][ngram] = weight
             norms[order] += weight * weight
         return vector, [math.sqrt(n) for n in norms]
 
-    total = 0.0
-    for hypothesis, counts in zip(hypotheses, reference_counts, strict=True):
-        hypothesis_counts = _ngram_counts(hypothesis)
-        hypothesis_vector, hypothesis_norms = vectors(hypothesis_counts)
-        hypothesis_length = len(hypothesis.lower().split())
-        scores = [0.0] * 4
-        for reference in counts:
-            reference_vector, reference_norms = vectors(reference)
-            reference_length = sum(c for g, c in reference.items() if len(g) == 1)
-            delta = hypothesis_length - reference_length
-            for order in range(4):
-                dot = sum(
-                    min(weight, reference_vector[order].get(ngram, 0.0))
-                    * reference_vector[order].get(ngram, 0.0)
-                    for ngram, weight in hypothesis_vector[order].items()
+    def scores(self, hypotheses, indices):
+        """The CIDEr-D of each hypothesis against the references of its corpus item.
+
+        Args:
+            hypotheses: List of strings.
+            indices: For each hypothesis, the index of its item in `references`.
+
+        Returns:
+            A list of floats, one per hypothesis.
+        """
+        indices = list(indices)
+        _check_lengths(hypotheses, indices)
+        result = []
+        for hypothesis, index in zip(hypotheses, indices, strict=True):
+            hypothesis_vector, hypothesis_norms = self._vectors(_ngram_counts(hypothesis))
+            hypothesis_length = len(hypothesis.lower().split())
+            item = self.references[index]
+            scores = [0.0] * 4
+            for reference_vector, reference_norms, reference_length in item:
+                penalty = math.exp(
+                    -((hypothesis_length - reference_length) ** 2) / (2 * self.sigma**2)
                 )
-                if hypothesis_norms[order] and reference_norms[order]:
+                for order in range(4):
+                    if not (hypothesis_norms[order] and reference_norms[order]):
+                        continue
+                    reference_order = reference_vector[order]
+                    dot = sum(
+                        min(weight, reference_order.get(ngram, 0.0))
+                        * reference_order.get(ngram, 0.0)
+                        for ngram, weight in hypothesis_vector[order].items()
+                    )
                     dot /= hypothesis_norms[order] * reference_norms[order]
-                else:
-                    dot = 0.0
-                scores[order] += dot * math.exp(-(delta**2) / (2 * sigma**2))
-        total += sum(scores) / 4 / len(counts) * 10.0
-    return total / len(hypotheses)
+                    scores[order] += dot * penalty
+            result.append(sum(scores) / 4 / max(len(item), 1) * 10.0)
+        return result
 
 
 def _ngram_counts(text, max_order=4):

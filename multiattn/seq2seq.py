@@ -25,7 +25,9 @@ class Seq2Seq(GenerativeModel):
     sample_weight=w)` with `w` of shape `(batch,)` weighs each sentence: every token of
     sentence b counts `w_b` times in the loss and the accuracy (a weight of 0 leaves
     the sentence out); `(batch, T)` weighs each target token. The penalties are not
-    weighted.
+    weighted. A loss given to `compile` replaces the cross-entropy: it is called with
+    `target_out`, the logits and the sample weights (e.g. `PolicyGradientLoss`, for
+    self-critical training on the model's own samples).
 
     The encoder is any layer that maps a source batch to either `memory` or
     `(memory, memory_mask, encoder_state)` (like `BiLSTMEncoder`; `ImageGridEncoder`
@@ -170,7 +172,9 @@ class Seq2Seq(GenerativeModel):
         # Through a Keras loss and the trainer's aggregation, as a compiled loss would
         # be: under tf.distribute each replica's loss is divided by the replica count.
         # `fit(..., sample_weight=w)`: one weight per sentence, or per target token.
-        loss = self.cross_entropy(y, logits, sample_weight=sample_weight)
+        # A loss given to `compile` (e.g. `PolicyGradientLoss`) replaces the cross-entropy.
+        token_loss = self.cross_entropy if self.loss is None else self.loss
+        loss = token_loss(y, logits, sample_weight=sample_weight)
         for extra in self.losses:
             loss = loss + ops.cast(self._aggregate_additional_loss(extra), loss.dtype)
         if isinstance(y_pred, (tuple, list)) and len(y_pred) > 2:

@@ -108,6 +108,21 @@ class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.Schedule
             "CIDEr-D of greedy captions after every epoch",
         },
     )
+    self_critical_epochs: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "then this many epochs of self-critical training (Rennie et al. 2017): "
+            "REINFORCE on the CIDEr-D of sampled captions, each against the mean of its "
+            "image's other samples; the model is kept by --monitor (val_cider or val_bleu4)"
+        },
+    )
+    self_critical_samples: int = dataclasses.field(
+        default=5, metadata={"help": "self-critical training: captions sampled per image"}
+    )
+    self_critical_images: int = dataclasses.field(
+        default=16, metadata={"help": "self-critical training: images per step"}
+    )
+    self_critical_learning_rate: float = 5e-5
     seed: int = 0
     beam_size: int = 3
     length_penalty: float = dataclasses.field(
@@ -348,6 +363,7 @@ def train(config, run):
 
     from recipes.data.word_vocabulary import WordVocabulary, tokenize_caption
 
+    check_self_critical(config)
     # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
     strategy, run = runtime.start_training(config, run)  # only the chief writes the run
     keras.utils.set_random_seed(config.seed)
@@ -433,17 +449,25 @@ def train(config, run):
         f"training: {config.backbone} backbone, {config.attention} attention, "
         f"{config.epochs} epochs at most ({runtime.describe(strategy, config)})"
     )
-    with runtime.fitting(model, strategy):
-        history = model.fit(
-            dataset("train", True),
-            validation_data=dataset("val", False),
-            epochs=config.epochs,
-            callbacks=cli.recipe_callbacks(run, config, scorer),
-            verbose=cli.fit_verbosity(),
-            shuffle=False,  # the dataset shuffles itself
+    metrics_path = os.path.join(run, "metrics.json")
+    if config.self_critical_epochs and cli.read_json(metrics_path).get("cross_entropy_finished"):
+        cli.stage("cross-entropy training finished earlier; self-critical training goes on")
+    else:
+        with runtime.fitting(model, strategy):
+            history = model.fit(
+                dataset("train", True),
+                validation_data=dataset("val", False),
+                epochs=config.epochs,
+                callbacks=cli.recipe_callbacks(run, config, scorer),
+                verbose=cli.fit_verbosity(),
+                shuffle=False,  # the dataset shuffles itself
+            )
+        cli.record_training(run, history, started)  # first: a NaN loss may have saved no model
+        cli.average_after_training(run, model, config, dataset("val", False), scorer)
+    if config.self_critical_epochs:
+        self_critical_training(
+            config, run, model, sources["train"], data["train"], vocabulary, scorer
         )
-    cli.record_training(run, history, started)  # first: a NaN loss may have saved no model
-    cli.average_after_training(run, model, config, dataset("val", False), scorer)
     if uses_feature_cache(config):
         # The saved model takes images: the trained decoder behind the frozen backbone.
         best = cli.load_model(os.path.join(run, "model.keras"))
@@ -460,6 +484,83 @@ def train(config, run):
             full.encoder.set_weights(best.encoder.get_weights())
         cli.save_model(full, os.path.join(run, "model.keras"))
     return run
+
+
+def check_self_critical(config):
+    """One-line errors for the self-critical flags, before anything runs."""
+    if not config.self_critical_epochs:
+        return
+    if config.self_critical_epochs < 0:
+        raise cli.UsageError(
+            f"--self-critical-epochs {config.self_critical_epochs}: must be 0 (none) or more"
+        )
+    if config.monitor == "val_loss":
+        raise cli.UsageError(
+            "--self-critical-epochs: choose the model by a score of its captions, "
+            "--monitor val_cider or val_bleu4 (the val loss does not judge sampled captions)"
+        )
+    if config.strategy != "default":
+        raise cli.UsageError(
+            f"--self-critical-epochs: runs on one device, not with --strategy {config.strategy}"
+        )
+    for name in ("samples", "images"):
+        value = getattr(config, f"self_critical_{name}")
+        if value < (2 if name == "samples" else 1):
+            raise cli.UsageError(
+                f"--self-critical-{name} {value}: must be {2 if name == 'samples' else 1} or more"
+            )
+    if not config.self_critical_learning_rate > 0:
+        raise cli.UsageError(
+            f"--self-critical-learning-rate {config.self_critical_learning_rate}: must be positive"
+        )
+
+
+def self_critical_training(config, run, model, sources, data, vocabulary, scorer):
+    """`--self-critical-epochs`: from the best model so far, REINFORCE on CIDEr-D.
+
+    Until it ends the run's record does not say `training_finished`, so a rerun of an
+    interrupted command goes on from the best model saved, with the epochs left.
+    """
+    from multiattn import metrics
+    from recipes import self_critical
+
+    metrics_path = os.path.join(run, "metrics.json")
+    record = cli.read_json(metrics_path)
+    record.pop("training_finished", None)
+    record["cross_entropy_finished"] = True
+    cli.write_json(metrics_path, record)
+    started = time.time()
+    # The best model so far; the whole image model when an earlier process finished it.
+    start_from(model, cli.load_model(os.path.join(run, "model.keras")), run)
+    cli.stage(
+        f"self-critical training: {config.self_critical_epochs} epochs, "
+        f"{config.self_critical_samples} samples of each of {config.self_critical_images} "
+        "images per step, reward CIDEr-D"
+    )
+    # The reward's document frequencies are those of the training captions; mirrored
+    # images (--flip) are left out, their references would need mirroring.
+    cider = metrics.CiderD(scoring_references(data.captions))
+    self_critical.train(
+        model,
+        sources[: len(data.captions)],
+        lambda tokens, items: cider.scores(decode_captions(vocabulary, tokens), items),
+        run=run,
+        epochs=config.self_critical_epochs,
+        samples=config.self_critical_samples,
+        batch_size=config.self_critical_images,
+        learning_rate=config.self_critical_learning_rate,
+        max_length=config.max_caption_length + 1,
+        scorer=scorer,
+        monitor=config.monitor,
+        seed=config.seed,
+        jit_compile=config.jit_compile,
+    )
+    record = cli.read_json(metrics_path)
+    record["self_critical_seconds"] = round(
+        record.get("self_critical_seconds", 0) + time.time() - started, 1
+    )
+    record["training_finished"] = True
+    cli.write_json(metrics_path, record)
 
 
 def initial_run(config):
@@ -529,7 +630,7 @@ def load_run(run):
     `Seq2SeqEnsemble` of their models (each encodes the images with its own encoder),
     and the config is the first run's. They must share the vocabulary and image size.
     """
-    runs = [run] if isinstance(run, str) else list(run)
+    runs = cli.run_list(run)
     loaded = [_load_one_run(directory) for directory in runs]
     config, model, vocabulary = loaded[0]
     for directory, (other_config, _, other_vocabulary) in zip(runs[1:], loaded[1:], strict=True):
@@ -582,7 +683,7 @@ def evaluate(run, split=None, beam_size=None, pictures=4, length_penalty=None):
     from multiattn import metrics
 
     config, model, vocabulary = load_run(run)
-    runs, run = ([run] if isinstance(run, str) else list(run)), cli.output_directory(run)
+    runs, run = cli.run_list(run), cli.output_directory(run)
     beam_size = config.beam_size if beam_size is None else beam_size
     length_penalty = config.length_penalty if length_penalty is None else length_penalty
     requested = ("test",) if split is None else (split,)

@@ -627,6 +627,11 @@ def fit_verbosity():
     return 1 if sys.stdout.isatty() else 2
 
 
+def run_list(run):
+    """The run directories of `--run`: one directory, or a list of them (an ensemble)."""
+    return [run] if isinstance(run, str) else list(run)
+
+
 def output_directory(run):
     """Where `evaluate` writes: the run, or for an ensemble `FIRST_RUN/ensemble`."""
     if isinstance(run, str):

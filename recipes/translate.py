@@ -328,7 +328,7 @@ def load_run(run):
     """
     from recipes.data.subword_vocabulary import SubwordVocabulary
 
-    runs = [run] if isinstance(run, str) else list(run)
+    runs = cli.run_list(run)
     loaded = []
     for directory in runs:
         model_path = cli.require_run(directory)
@@ -378,7 +378,7 @@ def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None)
     from multiattn.plotting import plot_lines
 
     config, model, source_vocabulary, target_vocabulary = load_run(run)
-    runs, run = ([run] if isinstance(run, str) else list(run)), cli.output_directory(run)
+    runs, run = cli.run_list(run), cli.output_directory(run)
     beam_size = config.beam_size if beam_size is None else beam_size
     length_penalty = config.length_penalty if length_penalty is None else length_penalty
     corpus = load_data(config)

@@ -330,3 +330,65 @@ def test_average_last_is_judged_by_the_monitored_score(tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert "average_last_val_cider" in metrics
     assert caption.main(["evaluate", "--run", str(run)]) == 0  # the saved model captions
+
+
+SELF_CRITICAL = ["--monitor", "val_cider", "--self-critical-images", "8"]
+
+
+def test_self_critical_training_keeps_the_best_and_resumes(tmp_path, capsys):
+    """Cross-entropy, then self-critical epochs judged by val CIDEr-D; a rerun with more
+    self-critical epochs goes on from the record, without training again from scratch."""
+    run = tmp_path / "run"
+    argv = ["train", *SCENES, *TINY, *SELF_CRITICAL, "--out", str(run)]
+    assert caption.main([*argv, "--self-critical-epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "self-critical training: 1 epochs, 5 samples of each of 8 images" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["training_finished"] and metrics["self_critical_epochs_completed"] == 1
+    scores = [
+        float(line.rsplit("CIDEr-D ", 1)[1])
+        for line in out.splitlines()
+        if "val greedy BLEU-4" in line
+    ]
+    assert len(scores) == 2  # the cross-entropy epoch, the self-critical one
+    assert metrics["best_val_cider"] == pytest.approx(max(scores), abs=1e-3)
+    assert ("self_critical_best_epoch" in metrics) == (scores[1] > scores[0])
+    assert np.isfinite(metrics["self_critical"][0]["reward"])
+
+    assert caption.main([*argv, "--self-critical-epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "cross-entropy training finished earlier" in out
+    assert "Self-critical epoch 2/2" in out and "Self-critical epoch 1/2" not in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["self_critical_epochs_completed"] == 2 and len(metrics["self_critical"]) == 2
+    assert caption.main(["evaluate", "--run", str(run), "--beam-size", "1"]) == 0
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--self-critical-epochs", "1"], "--monitor val_cider or val_bleu4"),
+        (
+            [*SELF_CRITICAL, "--self-critical-epochs", "1", "--self-critical-samples", "1"],
+            "--self-critical-samples 1: must be 2 or more",
+        ),
+        (
+            [*SELF_CRITICAL, "--self-critical-epochs", "1", "--self-critical-learning-rate", "0"],
+            "--self-critical-learning-rate 0.0: must be positive",
+        ),
+    ],
+)
+def test_self_critical_flags_are_checked_first(flags, message, tmp_path, capsys):
+    argv = ["train", *SCENES, *TINY, *flags, "--out", str(tmp_path / "run")]
+    assert cli.run_main(caption.main, argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_sampled_targets_teacher_force_the_samples():
+    from recipes.self_critical import sampled_targets
+
+    tokens = np.array([[5, 6, 2, 0], [7, 8, 9, 3]])  # ended at 2 (END_ID); never ended
+    target_in, target_out = sampled_targets(tokens)
+    np.testing.assert_array_equal(target_in, [[1, 5, 6, 0], [1, 7, 8, 9]])
+    np.testing.assert_array_equal(target_out, tokens)

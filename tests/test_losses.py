@@ -3,8 +3,10 @@ import pytest
 
 from multiattn.losses import (
     MaskedCrossEntropy,
+    PolicyGradientLoss,
     coverage_loss,
     doubly_stochastic_penalty,
+    leave_one_out_advantages,
     masked_cross_entropy,
 )
 
@@ -67,3 +69,25 @@ def test_coverage_loss_matches_numpy(rng):
     # Never attending twice to one position costs nothing; attending twice does.
     np.testing.assert_allclose(coverage_loss(np.eye(4)[None]), 0.0, atol=1e-7)
     assert float(coverage_loss(np.ones((1, 2, 1), "float32"))) > 0.4
+
+
+def test_leave_one_out_advantages_match_numpy(rng):
+    rewards = rng.uniform(size=(3, 4)).astype("float32")
+    others = (rewards.sum(1, keepdims=True) - rewards) / 3
+    np.testing.assert_allclose(leave_one_out_advantages(rewards), rewards - others, rtol=1e-6)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        leave_one_out_advantages(rewards[:, :1])
+
+
+def test_policy_gradient_loss_matches_numpy(rng):
+    logits = rng.normal(size=(3, 4, 6)).astype("float32")
+    targets = np.array([[3, 1, 5, 0], [2, 0, 0, 0], [4, 4, 2, 0]])
+    advantages = np.array([0.5, -1.0, 2.0], dtype="float32")
+    log_probs = np.take_along_axis(np_log_softmax(logits), targets[..., None], -1)[..., 0]
+    sequence_log_probs = (log_probs * (targets != 0)).sum(1)
+    expected = -(advantages * sequence_log_probs).mean()
+    loss = PolicyGradientLoss()
+    np.testing.assert_allclose(loss(targets, logits, sample_weight=advantages), expected, rtol=1e-5)
+    assert PolicyGradientLoss.from_config(loss.get_config()).pad_id == 0
+    with pytest.raises(ValueError, match="advantage"):
+        loss(targets, logits)

@@ -73,3 +73,22 @@ def test_cider_matches_hand_computation():
 def test_length_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
         metrics.corpus_bleu(["a", "b"], ["a"])
+
+
+def test_cider_d_scores_each_caption_against_the_whole_corpus():
+    references = [
+        ["a dog runs on the grass", "a brown dog runs"],
+        ["two men sit on a bench", "men sitting"],
+        ["a child jumps into the pool", "a kid swims"],
+    ]
+    hypotheses = ["a dog runs", "two men sit", "a child swims"]
+    scorer = metrics.CiderD(references)
+    scores = scorer.scores(hypotheses, [0, 1, 2])
+    # The corpus score is their mean, and a caption's score does not depend on which
+    # others are scored with it (the document frequencies are the corpus').
+    assert metrics.cider(hypotheses, references) == pytest.approx(sum(scores) / 3)
+    assert scorer.scores(hypotheses[1:2], [1]) == pytest.approx(scores[1:2])
+    # The same caption scores against the references of the item it is given.
+    assert scorer.scores(["a dog runs", "a dog runs"], [0, 1])[1] == 0.0
+    with pytest.raises(ValueError, match="2 hypotheses but 1"):
+        scorer.scores(hypotheses[:2], [0])

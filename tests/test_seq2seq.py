@@ -407,3 +407,31 @@ def test_a_zero_weight_sentence_has_no_say_in_training(rng):
         models.append(model)
     for weighted, kept in zip(*(m.get_weights() for m in models), strict=True):
         np.testing.assert_allclose(weighted, kept, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("advantage", [1.0, -1.0])
+def test_policy_gradient_moves_the_sample_by_the_sign_of_its_advantage(advantage, rng):
+    """Compiled with `PolicyGradientLoss`, one step makes a sample with a positive
+    advantage likelier and one with a negative advantage less likely; the loss value
+    is the NumPy one."""
+    from multiattn.losses import PolicyGradientLoss
+
+    source, target_in, target_out, _ = reversal_data(rng, 4, 2, 5)
+    model = make_model()
+    model.compile(keras.optimizers.SGD(0.5), loss=PolicyGradientLoss())
+    model((source, target_in))
+
+    def sequence_log_probs():
+        logits = keras.ops.convert_to_numpy(model((source, target_in))[0]).astype("float64")
+        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        token = np.take_along_axis(log_probs, target_out[..., None], -1)[..., 0]
+        return (token * (target_out != 0)).sum(1)
+
+    before = sequence_log_probs()
+    advantages = np.full(4, advantage, "float32")
+    logs = model.train_on_batch(
+        (source, target_in), target_out, sample_weight=advantages, return_dict=True
+    )
+    assert logs["loss"] == pytest.approx(-(advantages * before).mean(), rel=1e-4)
+    change = sequence_log_probs() - before
+    assert np.all(np.sign(change) == advantage), change
