@@ -204,7 +204,13 @@ class PolicyGradientLoss(keras.losses.Loss):
     it (`model.compile(optimizer, loss=PolicyGradientLoss())`) and train on batches
     of samples with `train_on_batch(..., sample_weight=advantages)`.
 
+    With a `temperature` T the policy is the tempered distribution `softmax(logits /
+    T)`, the one `RandomSampling(temperature=T)` samples from: the estimate stays
+    unbiased for it, and a T below 1 keeps the samples of a model with a flat tail (a
+    label-smoothed one) close to its greedy output.
+
     Args:
+        temperature: Positive float: the logits are divided by it.
         pad_id: The padding id of the targets.
         name: Name of the loss.
         **kwargs: Standard loss arguments.
@@ -214,9 +220,12 @@ class PolicyGradientLoss(keras.losses.Loss):
         (arXiv:1612.00563); Williams 1992.
     """
 
-    def __init__(self, pad_id=0, name="policy_gradient", **kwargs):
+    def __init__(self, temperature=1.0, pad_id=0, name="policy_gradient", **kwargs):
         kwargs.setdefault("reduction", "sum_over_batch_size")
         super().__init__(name=name, **kwargs)
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be positive, got temperature={temperature}")
+        self.temperature = float(temperature)
         self.pad_id = pad_id
 
     def __call__(self, y_true, y_pred, sample_weight=None):
@@ -228,9 +237,10 @@ class PolicyGradientLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")  # (batch, T)
-        return ops.sum(token_cross_entropy(y_true, y_pred) * mask, axis=-1)  # (batch,)
+        logits = ops.cast(y_pred, "float32") / self.temperature
+        return ops.sum(token_cross_entropy(y_true, logits) * mask, axis=-1)  # (batch,)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"pad_id": self.pad_id})
+        config.update({"temperature": self.temperature, "pad_id": self.pad_id})
         return config

@@ -23,14 +23,19 @@ import numpy as np
 from multiattn.attention import NAMES as ATTENTIONS
 from multiattn.encoders.image_grid_encoder import BACKBONES
 from multiattn.special_tokens import END_ID, START_ID
-from recipes import cli, runtime
+from recipes import cli, runtime, self_critical
 from recipes.data import SPLITS
 
 MONITORS = ("val_loss", "val_bleu4", "val_cider")
 
 
 @dataclasses.dataclass(frozen=True)
-class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.ScheduleConfig):
+class CaptionConfig(
+    runtime.RuntimeConfig,
+    cli.HardAttentionConfig,
+    cli.ScheduleConfig,
+    self_critical.SelfCriticalConfig,
+):
     """Settings of a captioning run; every field is a `--field-name` flag."""
 
     data: str | None = dataclasses.field(
@@ -108,21 +113,6 @@ class CaptionConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.Schedule
             "CIDEr-D of greedy captions after every epoch",
         },
     )
-    self_critical_epochs: int = dataclasses.field(
-        default=0,
-        metadata={
-            "help": "then this many epochs of self-critical training (Rennie et al. 2017): "
-            "REINFORCE on the CIDEr-D of sampled captions, each against the mean of its "
-            "image's other samples; the model is kept by --monitor (val_cider or val_bleu4)"
-        },
-    )
-    self_critical_samples: int = dataclasses.field(
-        default=5, metadata={"help": "self-critical training: captions sampled per image"}
-    )
-    self_critical_images: int = dataclasses.field(
-        default=16, metadata={"help": "self-critical training: images per step"}
-    )
-    self_critical_learning_rate: float = 5e-5
     seed: int = 0
     beam_size: int = 3
     length_penalty: float = dataclasses.field(
@@ -363,7 +353,7 @@ def train(config, run):
 
     from recipes.data.word_vocabulary import WordVocabulary, tokenize_caption
 
-    check_self_critical(config)
+    self_critical.check_flags(config)
     # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
     strategy, run = runtime.start_training(config, run)  # only the chief writes the run
     keras.utils.set_random_seed(config.seed)
@@ -449,8 +439,7 @@ def train(config, run):
         f"training: {config.backbone} backbone, {config.attention} attention, "
         f"{config.epochs} epochs at most ({runtime.describe(strategy, config)})"
     )
-    metrics_path = os.path.join(run, "metrics.json")
-    if config.self_critical_epochs and cli.read_json(metrics_path).get("cross_entropy_finished"):
+    if config.self_critical_epochs and self_critical.cross_entropy_finished(run):
         cli.stage("cross-entropy training finished earlier; self-critical training goes on")
     else:
         with runtime.fitting(model, strategy):
@@ -486,81 +475,29 @@ def train(config, run):
     return run
 
 
-def check_self_critical(config):
-    """One-line errors for the self-critical flags, before anything runs."""
-    if not config.self_critical_epochs:
-        return
-    if config.self_critical_epochs < 0:
-        raise cli.UsageError(
-            f"--self-critical-epochs {config.self_critical_epochs}: must be 0 (none) or more"
-        )
-    if config.monitor == "val_loss":
-        raise cli.UsageError(
-            "--self-critical-epochs: choose the model by a score of its captions, "
-            "--monitor val_cider or val_bleu4 (the val loss does not judge sampled captions)"
-        )
-    if config.strategy != "default":
-        raise cli.UsageError(
-            f"--self-critical-epochs: runs on one device, not with --strategy {config.strategy}"
-        )
-    for name in ("samples", "images"):
-        value = getattr(config, f"self_critical_{name}")
-        if value < (2 if name == "samples" else 1):
-            raise cli.UsageError(
-                f"--self-critical-{name} {value}: must be {2 if name == 'samples' else 1} or more"
-            )
-    if not config.self_critical_learning_rate > 0:
-        raise cli.UsageError(
-            f"--self-critical-learning-rate {config.self_critical_learning_rate}: must be positive"
-        )
-
-
 def self_critical_training(config, run, model, sources, data, vocabulary, scorer):
-    """`--self-critical-epochs`: from the best model so far, REINFORCE on CIDEr-D.
-
-    Until it ends the run's record does not say `training_finished`, so a rerun of an
-    interrupted command goes on from the best model saved, with the epochs left.
-    """
+    """`--self-critical-epochs`: REINFORCE on the CIDEr-D of sampled captions."""
     from multiattn import metrics
-    from recipes import self_critical
 
-    metrics_path = os.path.join(run, "metrics.json")
-    record = cli.read_json(metrics_path)
-    record.pop("training_finished", None)
-    record["cross_entropy_finished"] = True
-    cli.write_json(metrics_path, record)
-    started = time.time()
-    # The best model so far; the whole image model when an earlier process finished it.
-    start_from(model, cli.load_model(os.path.join(run, "model.keras")), run)
-    cli.stage(
-        f"self-critical training: {config.self_critical_epochs} epochs, "
-        f"{config.self_critical_samples} samples of each of {config.self_critical_images} "
-        "images per step, reward CIDEr-D"
-    )
+    def restore_best(model):
+        # The whole image model when an earlier process finished the run.
+        start_from(model, cli.load_model(os.path.join(run, "model.keras")), run)
+
     # The reward's document frequencies are those of the training captions; mirrored
     # images (--flip) are left out, their references would need mirroring.
     cider = metrics.CiderD(scoring_references(data.captions))
-    self_critical.train(
+    self_critical.train_after_cross_entropy(
+        config,
+        run,
         model,
-        sources[: len(data.captions)],
+        restore_best,
+        lambda items: sources[items].astype("float32"),
+        len(data.captions),
         lambda tokens, items: cider.scores(decode_captions(vocabulary, tokens), items),
-        run=run,
-        epochs=config.self_critical_epochs,
-        samples=config.self_critical_samples,
-        batch_size=config.self_critical_images,
-        learning_rate=config.self_critical_learning_rate,
+        scorer,
+        "CIDEr-D",
         max_length=config.max_caption_length + 1,
-        scorer=scorer,
-        monitor=config.monitor,
-        seed=config.seed,
-        jit_compile=config.jit_compile,
     )
-    record = cli.read_json(metrics_path)
-    record["self_critical_seconds"] = round(
-        record.get("self_critical_seconds", 0) + time.time() - started, 1
-    )
-    record["training_finished"] = True
-    cli.write_json(metrics_path, record)
 
 
 def initial_run(config):

@@ -11,6 +11,8 @@ with `multiattn.PolicyGradientLoss`, the advantages as sample weights; so it run
 every Keras backend.
 """
 
+import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -19,6 +21,118 @@ import numpy as np
 
 from multiattn.special_tokens import END_ID, PAD_ID, START_ID
 from recipes import cli
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfCriticalConfig:
+    """The self-critical flags both recipes share."""
+
+    self_critical_epochs: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "then this many epochs of self-critical training (Rennie et al. 2017): "
+            "REINFORCE on the score of sampled outputs (captions: CIDEr-D, translations: "
+            "sentence BLEU), each against the mean of its source's other samples; the "
+            "model is kept by --monitor, which must be a score"
+        },
+    )
+    self_critical_samples: int = dataclasses.field(
+        default=5, metadata={"help": "self-critical training: outputs sampled per source"}
+    )
+    self_critical_batch_size: int = dataclasses.field(
+        default=16,
+        metadata={"help": "self-critical training: sources (images, sentences) per step"},
+    )
+    self_critical_learning_rate: float = 5e-5
+    self_critical_temperature: float = dataclasses.field(
+        default=0.5,
+        metadata={
+            "help": "self-critical training samples from, and trains, softmax(logits / T): "
+            "below 1 keeps the samples of a label-smoothed model near its greedy output"
+        },
+    )
+
+
+def check_flags(config):
+    """One-line errors for the self-critical flags, before anything runs."""
+    if not config.self_critical_epochs:
+        return
+    if config.self_critical_epochs < 0:
+        raise cli.UsageError(
+            f"--self-critical-epochs {config.self_critical_epochs}: must be 0 (none) or more"
+        )
+    if config.monitor == "val_loss":
+        raise cli.UsageError(
+            "--self-critical-epochs: choose the model by a score of its outputs with "
+            "--monitor (the val loss does not judge sampled outputs)"
+        )
+    if config.strategy != "default":
+        raise cli.UsageError(
+            f"--self-critical-epochs: runs on one device, not with --strategy {config.strategy}"
+        )
+    for flag, value, least in (
+        ("samples", config.self_critical_samples, 2),
+        ("batch-size", config.self_critical_batch_size, 1),
+    ):
+        if value < least:
+            raise cli.UsageError(f"--self-critical-{flag} {value}: must be {least} or more")
+    for flag in ("learning_rate", "temperature"):
+        value = getattr(config, f"self_critical_{flag}")
+        if not value > 0:
+            raise cli.UsageError(
+                f"--self-critical-{flag.replace('_', '-')} {value}: must be positive"
+            )
+
+
+def cross_entropy_finished(run):
+    """Whether the run's cross-entropy epochs ended (its self-critical ones may not have)."""
+    return bool(cli.read_json(os.path.join(run, "metrics.json")).get("cross_entropy_finished"))
+
+
+def train_after_cross_entropy(
+    config, run, model, restore_best, source_batch, count, reward, scorer, reward_name, max_length
+):
+    """`--self-critical-epochs`: `train` from the best model so far, with the run's record.
+
+    Until it ends the record does not say `training_finished`, so a rerun of an
+    interrupted command goes on from the best model saved, with the epochs left.
+    `restore_best(model)` loads the best model so far into `model`.
+    """
+    metrics_path = os.path.join(run, "metrics.json")
+    record = cli.read_json(metrics_path)
+    record.pop("training_finished", None)
+    record["cross_entropy_finished"] = True
+    cli.write_json(metrics_path, record)
+    started = time.time()
+    restore_best(model)
+    cli.stage(
+        f"self-critical training: {config.self_critical_epochs} epochs, "
+        f"{config.self_critical_samples} samples of each of {config.self_critical_batch_size} "
+        f"sources per step, reward {reward_name}"
+    )
+    train(
+        model,
+        source_batch,
+        count,
+        reward,
+        run=run,
+        epochs=config.self_critical_epochs,
+        samples=config.self_critical_samples,
+        batch_size=config.self_critical_batch_size,
+        learning_rate=config.self_critical_learning_rate,
+        temperature=config.self_critical_temperature,
+        max_length=max_length,
+        scorer=scorer,
+        monitor=config.monitor,
+        seed=config.seed,
+        jit_compile=config.jit_compile,
+    )
+    record = cli.read_json(metrics_path)
+    record["self_critical_seconds"] = round(
+        record.get("self_critical_seconds", 0) + time.time() - started, 1
+    )
+    record["training_finished"] = True
+    cli.write_json(metrics_path, record)
 
 
 def sampled_targets(tokens):
@@ -34,9 +148,21 @@ def sampled_targets(tokens):
     return target_in, tokens
 
 
+@contextlib.contextmanager
+def _without_dropout(model):
+    """The gradient must be that of the log-probability of the distribution sampled
+    from: the model without dropout (a step's dropout masks would make it another)."""
+    dropout, model.decoder.dropout = model.decoder.dropout, 0.0
+    try:
+        yield
+    finally:
+        model.decoder.dropout = dropout
+
+
 def train(
     model,
-    sources,
+    source_batch,
+    count,
     reward,
     *,
     run,
@@ -47,16 +173,18 @@ def train(
     max_length,
     scorer,
     monitor,
+    temperature=1.0,
     seed=0,
     jit_compile="auto",
 ):
-    """Self-critical epochs over `sources`; keeps the model the val `monitor` finds best.
+    """Self-critical epochs over `count` items; keeps the model the val `monitor` finds best.
 
     Args:
         model: A trained `Seq2Seq` (the one `model.fit` trained); it is recompiled
             with Adam at `learning_rate` and `PolicyGradientLoss`.
-        sources: The training sources, one per item (image), indexable by a NumPy
-            index array.
+        source_batch: `source_batch(items)`: the model's source batch of the items
+            (an int array of their indices), e.g. images or padded token ids.
+        count: The number of items (images, sentences).
         reward: `reward(token_rows, items) -> (n,)` floats: the score of each sampled
             row of token ids for the item it was sampled for.
         run: The run directory: `model.keras` is replaced whenever an epoch's
@@ -65,6 +193,8 @@ def train(
         samples: Samples per item and step (2 or more).
         batch_size: Items per step (so `batch_size * samples` sequences per step).
         learning_rate: Adam's rate.
+        temperature: The policy is `softmax(logits / temperature)`: samples are drawn
+            from it and `PolicyGradientLoss(temperature)` trains it.
         max_length: Most tokens sampled (the end token included).
         scorer: The recipe's scorer callback (`cli.scorer_callback`): its
             `score(logs, label)` writes the val `monitor` into `logs`.
@@ -81,9 +211,11 @@ def train(
     from multiattn.losses import leave_one_out_advantages
 
     model.compile(
-        cli.make_optimizer(learning_rate), loss=PolicyGradientLoss(), jit_compile=jit_compile
+        cli.make_optimizer(learning_rate),
+        loss=PolicyGradientLoss(temperature),
+        jit_compile=jit_compile,
     )
-    sampler = RandomSampling(seed=seed)
+    sampler = RandomSampling(temperature=temperature, seed=seed)
     order = np.random.default_rng(seed)
     metrics_path = os.path.join(run, "metrics.json")
     record = cli.read_json(metrics_path)
@@ -92,35 +224,38 @@ def train(
     history = []
     for epoch in range(done, epochs):
         started = time.time()
-        items = order.permutation(len(sources))
+        items = order.permutation(count)
         steps = math.ceil(len(items) / batch_size)
         progress = keras.utils.Progbar(steps, verbose=cli.fit_verbosity(), unit_name="step")
         print(f"Self-critical epoch {epoch + 1}/{epochs}", flush=True)
         totals = {"loss": 0.0, "reward": 0.0}
-        for step in range(steps):
-            batch = np.repeat(items[step * batch_size : (step + 1) * batch_size], samples)
-            source = np.asarray(sources[batch], dtype="float32")
-            tokens = model.generate(
-                source, search=sampler, max_length=max_length, batch_size=len(source)
-            )["tokens"]
-            rewards = np.asarray(reward(tokens, batch), dtype="float32")  # (items * samples,)
-            advantages = leave_one_out_advantages(rewards.reshape(-1, samples))
-            target_in, target_out = sampled_targets(tokens)
-            logs = model.train_on_batch(
-                (source, target_in),
-                target_out,
-                sample_weight=keras.ops.convert_to_numpy(advantages).reshape(-1),
-                return_dict=True,
-            )
-            if not math.isfinite(logs["loss"]):
-                raise cli.UsageError(
-                    f"self-critical training: the loss became NaN in epoch {epoch + 1} "
-                    "(try a lower --self-critical-learning-rate); the best model is "
-                    f"{os.path.join(run, 'model.keras')}"
+        with _without_dropout(model):
+            for step in range(steps):
+                batch = np.repeat(items[step * batch_size : (step + 1) * batch_size], samples)
+                source = source_batch(batch)
+                tokens = model.generate(
+                    source, search=sampler, max_length=max_length, batch_size=len(source)
+                )["tokens"]
+                rewards = np.asarray(reward(tokens, batch), dtype="float32")  # (items * samples,)
+                advantages = leave_one_out_advantages(rewards.reshape(-1, samples))
+                target_in, target_out = sampled_targets(tokens)
+                logs = model.train_on_batch(
+                    (source, target_in),
+                    target_out,
+                    sample_weight=keras.ops.convert_to_numpy(advantages).reshape(-1),
+                    return_dict=True,
                 )
-            totals["loss"] += logs["loss"]
-            totals["reward"] += float(rewards.mean())
-            progress.update(step + 1, [("loss", logs["loss"]), ("reward", float(rewards.mean()))])
+                if not math.isfinite(logs["loss"]):
+                    raise cli.UsageError(
+                        f"self-critical training: the loss became NaN in epoch {epoch + 1} "
+                        "(try a lower --self-critical-learning-rate); the best model is "
+                        f"{os.path.join(run, 'model.keras')}"
+                    )
+                totals["loss"] += logs["loss"]
+                totals["reward"] += float(rewards.mean())
+                progress.update(
+                    step + 1, [("loss", logs["loss"]), ("reward", float(rewards.mean()))]
+                )
         logs = {key: value / steps for key, value in totals.items()}
         scorer.score(logs, f"self-critical epoch {epoch + 1}")
         logs["seconds"] = round(time.time() - started, 1)

@@ -23,13 +23,18 @@ import numpy as np
 from multiattn.attention import LOCAL_MODES
 from multiattn.attention import NAMES as ATTENTION_NAMES
 from multiattn.special_tokens import END_ID, START_ID
-from recipes import cli, runtime
+from recipes import cli, runtime, self_critical
 
 ATTENTIONS = (*ATTENTION_NAMES, "none")  # "none": the plain decoder, without attention
 
 
 @dataclasses.dataclass(frozen=True)
-class TranslateConfig(runtime.RuntimeConfig, cli.HardAttentionConfig, cli.ScheduleConfig):
+class TranslateConfig(
+    runtime.RuntimeConfig,
+    cli.HardAttentionConfig,
+    cli.ScheduleConfig,
+    self_critical.SelfCriticalConfig,
+):
     """Settings of a translation run; every field is a `--field-name` flag."""
 
     data: str | None = dataclasses.field(
@@ -225,6 +230,7 @@ def train(config, run):
     from recipes.data.batching import make_dataset
     from recipes.data.subword_vocabulary import SubwordVocabulary
 
+    self_critical.check_flags(config)
     # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
     strategy, run = runtime.start_training(config, run)  # only the chief writes the run
     keras.utils.set_random_seed(config.seed)
@@ -260,7 +266,7 @@ def train(config, run):
     print(f"    {len(source_vocabulary)} source and {len(target_vocabulary)} target subwords")
     cli.save_config(config, os.path.join(run, "config.json"))
 
-    train_source, train_target, _ = encode_pairs(
+    train_source, train_target, train_pairs = encode_pairs(
         corpus.train, source_vocabulary, target_vocabulary, config.max_tokens, "train"
     )
     val_source, val_target, val_pairs = encode_pairs(
@@ -285,18 +291,60 @@ def train(config, run):
         f"training: {config.attention} attention, {config.units} units, "
         f"{config.epochs} epochs at most ({runtime.describe(strategy, config)})"
     )
-    with runtime.fitting(model, strategy):
-        history = model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=config.epochs,
-            callbacks=cli.recipe_callbacks(run, config, scorer),
-            verbose=cli.fit_verbosity(),
-            shuffle=False,  # the dataset shuffles itself
+    if config.self_critical_epochs and self_critical.cross_entropy_finished(run):
+        cli.stage("cross-entropy training finished earlier; self-critical training goes on")
+    else:
+        with runtime.fitting(model, strategy):
+            history = model.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=config.epochs,
+                callbacks=cli.recipe_callbacks(run, config, scorer),
+                verbose=cli.fit_verbosity(),
+                shuffle=False,  # the dataset shuffles itself
+            )
+        cli.record_training(run, history, started)
+        cli.average_after_training(run, model, config, val_data, scorer)
+    if config.self_critical_epochs:
+        self_critical_training(
+            config, run, model, train_source, train_pairs, target_vocabulary, scorer
         )
-    cli.record_training(run, history, started)
-    cli.average_after_training(run, model, config, val_data, scorer)
     return run
+
+
+def self_critical_training(config, run, model, source_ids, pairs, target_vocabulary, scorer):
+    """`--self-critical-epochs`: REINFORCE on the sentence BLEU of sampled translations."""
+    from sacrebleu.metrics import BLEU
+
+    from recipes.data.batching import pad_batch
+
+    def restore_best(model):
+        model.set_weights(cli.load_model(os.path.join(run, "model.keras")).get_weights())
+
+    # Sentence BLEU with sacreBLEU's defaults for single sentences (orders that have no
+    # match in a short sentence do not zero it), on the detokenised text as evaluated.
+    bleu = BLEU(effective_order=True)
+    references = [target for _, target in pairs]
+
+    def reward(tokens, items):
+        hypotheses = target_vocabulary.decode(np.asarray(tokens).tolist())
+        return [
+            bleu.sentence_score(hypothesis, [references[item]]).score / 100
+            for hypothesis, item in zip(hypotheses, items, strict=True)
+        ]
+
+    self_critical.train_after_cross_entropy(
+        config,
+        run,
+        model,
+        restore_best,
+        lambda items: pad_batch([source_ids[item] for item in items]),
+        len(source_ids),
+        reward,
+        scorer,
+        "sentence BLEU",
+        max_length=config.max_tokens + 1,
+    )
 
 
 def bleu_scorer(model, source_ids, pairs, target_vocabulary, config):

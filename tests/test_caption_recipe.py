@@ -332,7 +332,7 @@ def test_average_last_is_judged_by_the_monitored_score(tmp_path, capsys):
     assert caption.main(["evaluate", "--run", str(run)]) == 0  # the saved model captions
 
 
-SELF_CRITICAL = ["--monitor", "val_cider", "--self-critical-images", "8"]
+SELF_CRITICAL = ["--monitor", "val_cider", "--self-critical-batch-size", "8"]
 
 
 def test_self_critical_training_keeps_the_best_and_resumes(tmp_path, capsys):
@@ -342,7 +342,7 @@ def test_self_critical_training_keeps_the_best_and_resumes(tmp_path, capsys):
     argv = ["train", *SCENES, *TINY, *SELF_CRITICAL, "--out", str(run)]
     assert caption.main([*argv, "--self-critical-epochs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "self-critical training: 1 epochs, 5 samples of each of 8 images" in out
+    assert "self-critical training: 1 epochs, 5 samples of each of 8 sources per step" in out
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["training_finished"] and metrics["self_critical_epochs_completed"] == 1
     scores = [
@@ -367,7 +367,10 @@ def test_self_critical_training_keeps_the_best_and_resumes(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--self-critical-epochs", "1"], "--monitor val_cider or val_bleu4"),
+        (
+            ["--self-critical-epochs", "1"],
+            "choose the model by a score of its outputs with --monitor",
+        ),
         (
             [*SELF_CRITICAL, "--self-critical-epochs", "1", "--self-critical-samples", "1"],
             "--self-critical-samples 1: must be 2 or more",
@@ -375,6 +378,10 @@ def test_self_critical_training_keeps_the_best_and_resumes(tmp_path, capsys):
         (
             [*SELF_CRITICAL, "--self-critical-epochs", "1", "--self-critical-learning-rate", "0"],
             "--self-critical-learning-rate 0.0: must be positive",
+        ),
+        (
+            [*SELF_CRITICAL, "--self-critical-epochs", "1", "--self-critical-temperature", "-1"],
+            "--self-critical-temperature -1.0: must be positive",
         ),
     ],
 )

@@ -79,15 +79,17 @@ def test_leave_one_out_advantages_match_numpy(rng):
         leave_one_out_advantages(rewards[:, :1])
 
 
-def test_policy_gradient_loss_matches_numpy(rng):
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_policy_gradient_loss_matches_numpy(temperature, rng):
     logits = rng.normal(size=(3, 4, 6)).astype("float32")
     targets = np.array([[3, 1, 5, 0], [2, 0, 0, 0], [4, 4, 2, 0]])
     advantages = np.array([0.5, -1.0, 2.0], dtype="float32")
-    log_probs = np.take_along_axis(np_log_softmax(logits), targets[..., None], -1)[..., 0]
+    log_probs = np_log_softmax(logits / temperature)
+    log_probs = np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
     sequence_log_probs = (log_probs * (targets != 0)).sum(1)
     expected = -(advantages * sequence_log_probs).mean()
-    loss = PolicyGradientLoss()
+    loss = PolicyGradientLoss(temperature=temperature)
     np.testing.assert_allclose(loss(targets, logits, sample_weight=advantages), expected, rtol=1e-5)
-    assert PolicyGradientLoss.from_config(loss.get_config()).pad_id == 0
+    assert PolicyGradientLoss.from_config(loss.get_config()).temperature == temperature
     with pytest.raises(ValueError, match="advantage"):
         loss(targets, logits)

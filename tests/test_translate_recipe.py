@@ -303,3 +303,17 @@ def test_average_last_judges_the_average_of_the_last_epochs(tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert "average_last_val_loss" in metrics
     assert len(list((run / "epochs").glob("*.weights.h5"))) == 2
+
+
+def test_self_critical_epochs_after_cross_entropy(tmp_path, capsys):
+    """`--self-critical-epochs`: sampled translations, rewarded by their sentence BLEU."""
+    run = tmp_path / "run"
+    flags = ["--monitor", "val_bleu", "--self-critical-epochs", "1"]
+    argv = ["train", "--num-train", "300", *TINY, *flags, "--self-critical-batch-size", "32"]
+    assert translate.main([*argv, "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "reward sentence BLEU" in out and "self-critical epoch 1: val BLEU" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["training_finished"] and metrics["self_critical_epochs_completed"] == 1
+    assert 0 <= metrics["self_critical"][0]["reward"] <= 1
+    assert translate.main(["evaluate", "--run", str(run), "--split", "val"]) == 0
