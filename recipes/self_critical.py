@@ -228,7 +228,8 @@ def train(
         steps = math.ceil(len(items) / batch_size)
         progress = keras.utils.Progbar(steps, verbose=cli.fit_verbosity(), unit_name="step")
         print(f"Self-critical epoch {epoch + 1}/{epochs}", flush=True)
-        totals = {"loss": 0.0, "reward": 0.0}
+        model.reset_metrics()  # `train_on_batch` returns the mean loss since the reset
+        total_reward = 0.0
         with _without_dropout(model):
             for step in range(steps):
                 batch = np.repeat(items[step * batch_size : (step + 1) * batch_size], samples)
@@ -251,12 +252,11 @@ def train(
                         "(try a lower --self-critical-learning-rate); the best model is "
                         f"{os.path.join(run, 'model.keras')}"
                     )
-                totals["loss"] += logs["loss"]
-                totals["reward"] += float(rewards.mean())
-                progress.update(
-                    step + 1, [("loss", logs["loss"]), ("reward", float(rewards.mean()))]
-                )
-        logs = {key: value / steps for key, value in totals.items()}
+                total_reward += float(rewards.mean())
+                # Keras' progress bar shows the values it is given: the means so far.
+                mean_reward = total_reward / (step + 1)
+                progress.update(step + 1, [("loss", logs["loss"]), ("reward", mean_reward)])
+        logs = {"loss": float(logs["loss"]), "reward": mean_reward}
         scorer.score(logs, f"self-critical epoch {epoch + 1}")
         logs["seconds"] = round(time.time() - started, 1)
         history.append(logs)

@@ -4,6 +4,7 @@ import json
 
 import keras
 import numpy as np
+import pytest
 from test_seq2seq import VOCAB, reversal_data
 
 from multiattn import AttentionDecoder, BiLSTMEncoder, Seq2Seq
@@ -20,8 +21,13 @@ def test_the_loop_raises_the_reward_and_keeps_the_best(tmp_path, rng):
     model.fit((source, target_in), target_out, epochs=1, verbose=0)
     cli.write_json(str(tmp_path / "metrics.json"), {"best_score": -1.0})
 
+    step_rewards = []
+
     def reward(tokens, items):
-        return (np.asarray(tokens) == FAVOURITE).sum(axis=1).astype("float32")
+        rewards = (np.asarray(tokens) == FAVOURITE).sum(axis=1).astype("float32")
+        if items is not None:  # a step of the loop
+            step_rewards.append(rewards.mean())
+        return rewards
 
     def sample_reward():
         result = model.generate(source, search="sample", max_length=6)
@@ -51,6 +57,10 @@ def test_the_loop_raises_the_reward_and_keeps_the_best(tmp_path, rng):
     after = np.mean([sample_reward() for _ in range(5)])
     assert after > before + 0.5, (before, after)
     assert [logs["score"] for logs in history] == [0.0, 1.0, 2.0]
+    steps = len(source) // 8  # per epoch
+    for epoch, logs in enumerate(history):  # the epoch's mean reward
+        epoch_rewards = step_rewards[epoch * steps : (epoch + 1) * steps]
+        assert logs["reward"] == pytest.approx(np.mean(epoch_rewards), rel=1e-5)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["self_critical_epochs_completed"] == 3
     assert record["self_critical_best_epoch"] == 3 and record["best_score"] == 2.0
