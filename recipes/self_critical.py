@@ -43,6 +43,13 @@ class SelfCriticalConfig:
         default=16,
         metadata={"help": "self-critical training: sources (images, sentences) per step"},
     )
+    self_critical_steps: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "self-critical training: steps per epoch, each epoch scored on val "
+            "(0: one pass over the training sources)"
+        },
+    )
     self_critical_learning_rate: float = 5e-5
     self_critical_temperature: float = dataclasses.field(
         default=0.5,
@@ -73,6 +80,7 @@ def check_flags(config):
     for flag, value, least in (
         ("samples", config.self_critical_samples, 2),
         ("batch-size", config.self_critical_batch_size, 1),
+        ("steps", config.self_critical_steps, 0),
     ):
         if value < least:
             raise cli.UsageError(f"--self-critical-{flag} {value}: must be {least} or more")
@@ -119,6 +127,7 @@ def train_after_cross_entropy(
         epochs=config.self_critical_epochs,
         samples=config.self_critical_samples,
         batch_size=config.self_critical_batch_size,
+        steps_per_epoch=config.self_critical_steps or None,
         learning_rate=config.self_critical_learning_rate,
         temperature=config.self_critical_temperature,
         max_length=max_length,
@@ -173,6 +182,7 @@ def train(
     max_length,
     scorer,
     monitor,
+    steps_per_epoch=None,
     temperature=1.0,
     seed=0,
     jit_compile="auto",
@@ -192,6 +202,8 @@ def train(
         epochs: Passes over the items.
         samples: Samples per item and step (2 or more).
         batch_size: Items per step (so `batch_size * samples` sequences per step).
+        steps_per_epoch: Steps between two val scores; `None`: one pass over the
+            items. The items come in shuffled passes, one after the other.
         learning_rate: Adam's rate.
         temperature: The policy is `softmax(logits / temperature)`: samples are drawn
             from it and `PolicyGradientLoss(temperature)` trains it.
@@ -222,17 +234,20 @@ def train(
     best = record.get(f"best_{monitor}", -math.inf)
     done = record.get("self_critical_epochs_completed", 0)
     history = []
+    queue = np.zeros(0, dtype="int64")  # the items of this pass not yet drawn
+    steps = steps_per_epoch or math.ceil(count / batch_size)
     for epoch in range(done, epochs):
         started = time.time()
-        items = order.permutation(count)
-        steps = math.ceil(len(items) / batch_size)
         progress = keras.utils.Progbar(steps, verbose=cli.fit_verbosity(), unit_name="step")
         print(f"Self-critical epoch {epoch + 1}/{epochs}", flush=True)
         model.reset_metrics()  # `train_on_batch` returns the mean loss since the reset
         total_reward = 0.0
         with _without_dropout(model):
             for step in range(steps):
-                batch = np.repeat(items[step * batch_size : (step + 1) * batch_size], samples)
+                if not len(queue):
+                    queue = order.permutation(count)
+                batch, queue = queue[:batch_size], queue[batch_size:]
+                batch = np.repeat(batch, samples)
                 source = source_batch(batch)
                 tokens = model.generate(
                     source, search=sampler, max_length=max_length, batch_size=len(source)

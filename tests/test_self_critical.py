@@ -66,3 +66,34 @@ def test_the_loop_raises_the_reward_and_keeps_the_best(tmp_path, rng):
     assert record["self_critical_best_epoch"] == 3 and record["best_score"] == 2.0
     assert model.decoder.dropout == 0.2
     assert cli.load_model(str(tmp_path / "model.keras")).decoder.dropout == 0.2
+
+
+def test_steps_per_epoch_draw_the_items_in_whole_passes(tmp_path, rng):
+    source, target_in, target_out, _ = reversal_data(rng, 12, 2, 4)
+    model = Seq2Seq(BiLSTMEncoder(VOCAB, 8, 8), AttentionDecoder(VOCAB, 8, 8), 1, 2)
+    model.build(((None, None), (None, None)))
+    steps = []
+
+    def reward(tokens, items):
+        steps.append(items[::2])  # one per item: 2 samples each
+        return np.arange(len(items), dtype="float32")
+
+    history = self_critical.train(
+        model,
+        lambda items: source[items],
+        len(source),
+        reward,
+        run=str(tmp_path),
+        epochs=2,
+        samples=2,
+        batch_size=5,
+        steps_per_epoch=4,
+        learning_rate=1e-3,
+        max_length=4,
+        scorer=cli.scorer_callback(lambda logs, label: logs.update(score=0.0)),
+        monitor="score",
+    )
+    assert len(history) == 2 and len(steps) == 8
+    # Passes of 12 items in batches of 5: 5, 5, 2, then the next pass.
+    assert [len(items) for items in steps[:4]] == [5, 5, 2, 5]
+    assert sorted(np.concatenate(steps[:3])) == list(range(12))
