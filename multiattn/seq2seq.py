@@ -174,6 +174,12 @@ class Seq2Seq(GenerativeModel):
         # `fit(..., sample_weight=w)`: one weight per sentence, or per target token.
         # A loss given to `compile` (e.g. `PolicyGradientLoss`) replaces the cross-entropy.
         token_loss = self.cross_entropy if self.loss is None else self.loss
+        if not isinstance(token_loss, keras.losses.Loss):
+            raise ValueError(
+                "Seq2Seq: a loss given to `compile` replaces the token cross-entropy and "
+                "must be a keras.losses.Loss object called with (target_out, logits, "
+                f"sample_weight), e.g. multiattn.PolicyGradientLoss(); got {token_loss!r}"
+            )
         loss = token_loss(y, logits, sample_weight=sample_weight)
         for extra in self.losses:
             loss = loss + ops.cast(self._aggregate_additional_loss(extra), loss.dtype)

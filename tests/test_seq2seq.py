@@ -435,3 +435,11 @@ def test_policy_gradient_moves_the_sample_by_the_sign_of_its_advantage(advantage
     assert logs["loss"] == pytest.approx(-(advantages * before).mean(), rel=1e-4)
     change = sequence_log_probs() - before
     assert np.all(np.sign(change) == advantage), change
+
+
+def test_a_compiled_loss_must_be_a_loss_object(rng):
+    source, target_in, target_out, _ = reversal_data(rng, 2, 2, 3)
+    model = make_model()
+    model.compile("adam", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="must be a keras.losses.Loss object"):
+        model.train_on_batch((source, target_in), target_out)
