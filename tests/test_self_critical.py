@@ -13,6 +13,20 @@ from recipes import cli, self_critical
 FAVOURITE = 5  # the reward counts this token
 
 
+def run_loop(model, source, reward, run, score, **settings):
+    """`self_critical.train` over the rows of `source`, judged by `score` (key "score")."""
+    return self_critical.train(
+        model,
+        lambda items: source[items],
+        len(source),
+        reward,
+        run=str(run),
+        scorer=cli.scorer_callback(score),
+        monitor="score",
+        **settings,
+    )
+
+
 def test_the_loop_raises_the_reward_and_keeps_the_best(tmp_path, rng):
     source, target_in, target_out, _ = reversal_data(rng, 32, 2, 4)
     decoder = AttentionDecoder(VOCAB, 16, 32, dropout=0.2)  # off in the loop, then back
@@ -40,19 +54,17 @@ def test_the_loop_raises_the_reward_and_keeps_the_best(tmp_path, rng):
 
     keras.utils.set_random_seed(0)
     before = np.mean([sample_reward() for _ in range(5)])
-    history = self_critical.train(
+    history = run_loop(
         model,
-        lambda items: source[items],
-        len(source),
+        source,
         reward,
-        run=str(tmp_path),
+        tmp_path,
+        score,
         epochs=3,
         samples=4,
         batch_size=8,
         learning_rate=0.01,
         max_length=6,
-        scorer=cli.scorer_callback(score),
-        monitor="score",
     )
     after = np.mean([sample_reward() for _ in range(5)])
     assert after > before + 0.5, (before, after)
@@ -78,20 +90,18 @@ def test_steps_per_epoch_draw_the_items_in_whole_passes(tmp_path, rng):
         steps.append(items[::2])  # one per item: 2 samples each
         return np.arange(len(items), dtype="float32")
 
-    history = self_critical.train(
+    history = run_loop(
         model,
-        lambda items: source[items],
-        len(source),
+        source,
         reward,
-        run=str(tmp_path),
+        tmp_path,
+        lambda logs, label: logs.update(score=0.0),
         epochs=2,
         samples=2,
         batch_size=5,
         steps_per_epoch=4,
         learning_rate=1e-3,
         max_length=4,
-        scorer=cli.scorer_callback(lambda logs, label: logs.update(score=0.0)),
-        monitor="score",
     )
     assert len(history) == 2 and len(steps) == 8
     # Passes of 12 items in batches of 5: 5, 5, 2, then the next pass.
