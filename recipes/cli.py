@@ -440,18 +440,27 @@ def time_budget_callback(minutes, clock=time.monotonic):
 
     def end_epoch(epoch, logs=None):
         now = clock()
-        used, last = now - times["training"], now - times["epoch"]
-        if used + last > 60 * minutes:
+        if past_budget(
+            minutes, now - times["training"], now - times["epoch"], f"epoch {epoch + 1}"
+        ):
             callback.model.stop_training = True
-            stage(
-                f"stopping after epoch {epoch + 1}: another {last / 60:.1f}-minute epoch "
-                f"would end past the {minutes:g}-minute budget ({used / 60:.1f} minutes used)"
-            )
 
     callback = keras.callbacks.LambdaCallback(
         on_train_begin=begin_training, on_epoch_begin=begin_epoch, on_epoch_end=end_epoch
     )
     return callback
+
+
+def past_budget(minutes, used, last, epoch_name):
+    """Whether another epoch as long as the `last` one (seconds) would end past `minutes`
+    of training, `used` seconds of which are gone; says so if it would."""
+    if used + last <= 60 * minutes:
+        return False
+    stage(
+        f"stopping after {epoch_name}: another {last / 60:.1f}-minute epoch "
+        f"would end past the {minutes:g}-minute budget ({used / 60:.1f} minutes used)"
+    )
+    return True
 
 
 def epoch_weight_paths(run):

@@ -51,6 +51,14 @@ class SelfCriticalConfig:
         },
     )
     self_critical_learning_rate: float = 5e-5
+    self_critical_time_budget: float = dataclasses.field(
+        default=0.0,
+        metadata={
+            "help": "minutes: stop the self-critical epochs after the one when another as "
+            "long would end past this much self-critical training (0: no limit; "
+            "--time-budget bounds the cross-entropy epochs)"
+        },
+    )
     self_critical_temperature: float = dataclasses.field(
         default=0.5,
         metadata={
@@ -84,6 +92,11 @@ def check_flags(config):
     ):
         if value < least:
             raise cli.UsageError(f"--self-critical-{flag} {value}: must be {least} or more")
+    if not config.self_critical_time_budget >= 0:
+        raise cli.UsageError(
+            f"--self-critical-time-budget {config.self_critical_time_budget}: "
+            "must be 0 (none) or more minutes"
+        )
     for flag in ("learning_rate", "temperature"):
         value = getattr(config, f"self_critical_{flag}")
         if not value > 0:
@@ -133,6 +146,7 @@ def train_after_cross_entropy(
         max_length=max_length,
         scorer=scorer,
         monitor=config.monitor,
+        time_budget=config.self_critical_time_budget,
         seed=config.seed,
         jit_compile=config.jit_compile,
     )
@@ -184,8 +198,10 @@ def train(
     monitor,
     steps_per_epoch=None,
     temperature=1.0,
+    time_budget=0.0,
     seed=0,
     jit_compile="auto",
+    clock=time.monotonic,
 ):
     """Self-critical epochs over `count` items; keeps the model the val `monitor` finds best.
 
@@ -211,8 +227,11 @@ def train(
         scorer: The recipe's scorer callback (`cli.scorer_callback`): its
             `score(logs, label)` writes the val `monitor` into `logs`.
         monitor: The val score that chooses the model (higher is better).
+        time_budget: Minutes (0: no limit): no epoch begins that would, if as long
+            as the last one, end more than this long after the loop began.
         seed: Seed of the item order and of the samples.
         jit_compile: As `Model.compile`.
+        clock: Seconds, for the time budget.
 
     Returns:
         The list of each epoch's logs (`reward` is the mean reward of the samples).
@@ -236,8 +255,9 @@ def train(
     history = []
     queue = np.zeros(0, dtype="int64")  # the items of this pass not yet drawn
     steps = steps_per_epoch or math.ceil(count / batch_size)
+    began = clock()
     for epoch in range(done, epochs):
-        started = time.time()
+        started = clock()
         progress = keras.utils.Progbar(steps, verbose=cli.fit_verbosity(), unit_name="step")
         print(f"Self-critical epoch {epoch + 1}/{epochs}", flush=True)
         model.reset_metrics()  # `train_on_batch` returns the mean loss since the reset
@@ -273,7 +293,7 @@ def train(
                 progress.update(step + 1, [("loss", logs["loss"]), ("reward", mean_reward)])
         logs = {"loss": float(logs["loss"]), "reward": mean_reward}
         scorer.score(logs, f"self-critical epoch {epoch + 1}")
-        logs["seconds"] = round(time.time() - started, 1)
+        logs["seconds"] = round(clock() - started, 1)
         history.append(logs)
         record = cli.read_json(metrics_path)
         if logs[monitor] > best:
@@ -284,4 +304,13 @@ def train(
         record["self_critical_epochs_completed"] = epoch + 1
         record.setdefault("self_critical", []).append(logs)
         cli.write_json(metrics_path, record)
+        now = clock()
+        if (
+            time_budget
+            and epoch + 1 < epochs
+            and cli.past_budget(
+                time_budget, now - began, now - started, f"self-critical epoch {epoch + 1}"
+            )
+        ):
+            break
     return history

@@ -383,6 +383,10 @@ def test_self_critical_training_keeps_the_best_and_resumes(tmp_path, capsys):
             [*SELF_CRITICAL, "--self-critical-epochs", "1", "--self-critical-temperature", "-1"],
             "--self-critical-temperature -1.0: must be positive",
         ),
+        (
+            [*SELF_CRITICAL, "--self-critical-epochs", "1", "--self-critical-time-budget", "-1"],
+            "--self-critical-time-budget -1.0: must be 0 (none) or more minutes",
+        ),
     ],
 )
 def test_self_critical_flags_are_checked_first(flags, message, tmp_path, capsys):

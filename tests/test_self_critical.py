@@ -107,3 +107,42 @@ def test_steps_per_epoch_draw_the_items_in_whole_passes(tmp_path, rng):
     # Passes of 12 items in batches of 5: 5, 5, 2, then the next pass.
     assert [len(items) for items in steps[:4]] == [5, 5, 2, 5]
     assert sorted(np.concatenate(steps[:3])) == list(range(12))
+
+
+@pytest.mark.parametrize(
+    "epoch_seconds,epochs_run",
+    [
+        ([20, 20, 20, 20], 3),  # after 2 (40 s) a third would end at 60 s: inside 1 minute
+        ([20, 30, 10, 10], 2),  # after 50 s, another 30-second epoch would end past it
+        ([70, 10, 10, 10], 1),
+    ],
+)
+def test_time_budget_stops_before_an_epoch_that_would_end_past_it(
+    epoch_seconds, epochs_run, tmp_path, rng, capsys
+):
+    source = reversal_data(rng, 4, 2, 4)[0]
+    model = Seq2Seq(BiLSTMEncoder(VOCAB, 8, 8), AttentionDecoder(VOCAB, 8, 8), 1, 2)
+    model.build(((None, None), (None, None)))
+    now = [0.0]
+
+    def score(logs, label):  # each epoch takes its seconds
+        now[0] += epoch_seconds[int(label.split()[-1]) - 1]
+        logs["score"] = 0.0
+
+    history = run_loop(
+        model,
+        source,
+        lambda tokens, items: np.zeros(len(items), "float32"),
+        tmp_path,
+        score,
+        epochs=4,
+        samples=2,
+        batch_size=4,
+        learning_rate=1e-3,
+        max_length=4,
+        time_budget=1,
+        clock=lambda: now[0],
+    )
+    assert len(history) == epochs_run
+    out = capsys.readouterr().out
+    assert f"stopping after self-critical epoch {epochs_run}:" in out
