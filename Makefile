@@ -32,9 +32,10 @@ serve: $(INSTALLED)
 
 # Everything on TensorFlow, then the library on JAX (its slow tests, which compile for
 # minutes on JAX, run in test-backends: the whole of make test stays within CI's time).
+# The slowest tests are listed, to keep it so.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(LIBRARY_TESTS)
+	$(BIN)/python -m pytest -q --durations=15
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --durations=10 -m "not slow" $(LIBRARY_TESTS)
 
 # The edit-test loop: no recipe trainings, subprocesses or convergence runs.
 test-fast: $(INSTALLED)
