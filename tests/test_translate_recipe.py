@@ -306,13 +306,16 @@ def test_average_last_judges_the_average_of_the_last_epochs(tmp_path, capsys):
 
 
 def test_self_critical_epochs_after_cross_entropy(tmp_path, capsys):
-    """`--self-critical-epochs`: sampled translations, rewarded by their sentence BLEU."""
+    """`--self-critical-epochs`: sampled translations, rewarded by their sentence BLEU;
+    a budget too small for a second epoch stops them after the first."""
     run = tmp_path / "run"
-    flags = ["--monitor", "val_bleu", "--self-critical-epochs", "1"]
-    argv = ["train", "--num-train", "300", *TINY, *flags, "--self-critical-batch-size", "32"]
-    assert translate.main([*argv, "--out", str(run)]) == 0
+    flags = ["--monitor", "val_bleu", "--self-critical-epochs", "2", "--self-critical-steps", "3"]
+    budget = ["--self-critical-time-budget", "0.0001"]
+    argv = ["train", "--num-train", "300", *TINY, *flags, *budget]
+    assert translate.main([*argv, "--self-critical-batch-size", "32", "--out", str(run)]) == 0
     out = capsys.readouterr().out
     assert "reward sentence BLEU" in out and "self-critical epoch 1: val BLEU" in out
+    assert "stopping after self-critical epoch 1:" in out
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["training_finished"] and metrics["self_critical_epochs_completed"] == 1
     assert 0 <= metrics["self_critical"][0]["reward"] <= 1
