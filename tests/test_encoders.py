@@ -1,3 +1,4 @@
+import gc
 from pathlib import Path
 
 import keras
@@ -103,12 +104,11 @@ def test_bilstm_matches_numpy_lstm_in_both_directions():
     encoder.embedding.embeddings.assign(embeddings)
     memory, _, (h, c) = encoder(TOKEN_IDS)
     memory, h, c = _numpy(memory), _numpy(h), _numpy(c)
-    bidirectional = encoder.recurrent_layers[0]
     for row, length in enumerate(REAL_LENGTHS):
         inputs = embeddings[TOKEN_IDS[row, :length]]  # (length, embedding_dim)
-        forward, forward_h, forward_c = _numpy_lstm(inputs, bidirectional.forward_layer.cell)
+        forward, forward_h, forward_c = _numpy_lstm(inputs, encoder.forward_layers[0].cell)
         backward, backward_h, backward_c = _numpy_lstm(
-            inputs[::-1], bidirectional.backward_layer.cell
+            inputs[::-1], encoder.backward_layers[0].cell
         )
         # The backward states are aligned with the positions they were read at.
         expected_memory = np.concatenate([forward, backward[::-1]], axis=-1)
@@ -171,6 +171,26 @@ def test_bilstm_functional_model_keras_round_trip(tmp_path):
     # A freshly initialised twin differs, so the weights did come from the file.
     twin = BiLSTMEncoder.from_config(encoder.get_config())
     _assert_differ(_numpy(twin(TOKEN_IDS)[0]), _numpy(model(TOKEN_IDS)[0]))
+
+
+def test_bilstm_builds_distinct_lstms_while_a_model_loads():
+    # `load_model` builds layers inside Keras' object-sharing scope, which maps the
+    # addresses of objects it serialized to objects it rebuilt. A layer that
+    # serializes a temporary inside `__init__` (as `keras.layers.Bidirectional` does)
+    # can then get back another layer once the temporary's address is reused:
+    # the CI failure "Forward layer and backward layer should have different
+    # `go_backwards` value". Garbage collection between constructions frees the
+    # temporaries, so their addresses are reused.
+    from keras.src.saving.serialization_lib import ObjectSharingScope
+
+    encoders = []
+    with ObjectSharingScope():
+        for _ in range(40):
+            gc.collect()
+            encoders.append(BiLSTMEncoder(vocab_size=10, embedding_dim=4, units=6))
+    lstms = [layer for e in encoders for layer in (*e.forward_layers, *e.backward_layers)]
+    assert len({id(layer) for layer in lstms}) == len(lstms) == 80
+    assert [layer.go_backwards for layer in lstms[:2]] == [False, True]
 
 
 @pytest.mark.parametrize("units", [7, 1])

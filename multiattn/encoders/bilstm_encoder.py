@@ -87,18 +87,17 @@ class BiLSTMEncoder(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="embedding",
         )
-        self.recurrent_layers = [
-            keras.layers.Bidirectional(
-                keras.layers.LSTM(
-                    self.units // 2,
-                    return_sequences=True,
-                    return_state=True,
-                    dtype=self.dtype_policy,
-                    name=f"lstm_{index}",
-                ),
-                dtype=self.dtype_policy,
-                name=f"bidirectional_lstm_{index}",
-            )
+        # Two LSTMs per layer rather than `keras.layers.Bidirectional`: that wrapper
+        # serializes and rebuilds its LSTM inside `__init__`, which during
+        # `load_model` can hand back another layer whose freed address it recorded
+        # (Keras 3.15: "Forward layer and backward layer should have different
+        # `go_backwards` value", or two encoders sharing one LSTM).
+        self.forward_layers = [
+            self._direction(f"forward_lstm_{index}", go_backwards=False)
+            for index in range(self.num_layers)
+        ]
+        self.backward_layers = [
+            self._direction(f"backward_lstm_{index}", go_backwards=True)
             for index in range(self.num_layers)
         ]
         # One dropout after each recurrent layer: between layers, then on the output.
@@ -116,9 +115,12 @@ class BiLSTMEncoder(keras.layers.Layer):
         if not self.embedding.built:
             self.embedding.build(token_ids_shape)
         sequence_shape = (*token_ids_shape, self.embedding_dim)
-        for recurrent_layer in self.recurrent_layers:
-            if not recurrent_layer.built:
-                recurrent_layer.build(sequence_shape)
+        for forward_layer, backward_layer in zip(
+            self.forward_layers, self.backward_layers, strict=True
+        ):
+            for layer in (forward_layer, backward_layer):
+                if not layer.built:
+                    layer.build(sequence_shape)
             sequence_shape = (*token_ids_shape, self.units)
         self.built = True
 
@@ -131,16 +133,35 @@ class BiLSTMEncoder(keras.layers.Layer):
         # The mask is passed explicitly rather than trusted to ride on the embedded
         # tensor, so masked steps surely keep the LSTM state unchanged.
         lstm_mask = memory_mask if self.mask_zero else None
-        for recurrent_layer, dropout_layer in zip(
-            self.recurrent_layers, self.dropout_layers, strict=True
+        for forward_layer, backward_layer, dropout_layer in zip(
+            self.forward_layers, self.backward_layers, self.dropout_layers, strict=True
         ):
-            sequence, forward_h, forward_c, backward_h, backward_c = recurrent_layer(
+            # Each (batch, source_len, units // 2); states (batch, units // 2).
+            forward, forward_h, forward_c = forward_layer(
                 sequence, mask=lstm_mask, training=training
-            )  # sequence: (batch, source_len, units); states: (batch, units // 2)
+            )
+            backward, backward_h, backward_c = backward_layer(
+                sequence, mask=lstm_mask, training=training
+            )
+            # `go_backwards` returns the outputs last position first.
+            backward = ops.flip(backward, axis=1)
+            sequence = ops.concatenate([forward, backward], axis=-1)  # (batch, source_len, units)
             sequence = dropout_layer(sequence, training=training)
         final_h = ops.concatenate([forward_h, backward_h], axis=-1)  # (batch, units)
         final_c = ops.concatenate([forward_c, backward_c], axis=-1)  # (batch, units)
         return sequence, memory_mask, (final_h, final_c)
+
+    def _direction(self, name, go_backwards):
+        return keras.layers.LSTM(
+            self.units // 2,
+            return_sequences=True,
+            return_state=True,
+            go_backwards=go_backwards,
+            # Zero memory at padded positions, as documented.
+            zero_output_for_mask=True,
+            dtype=self.dtype_policy,
+            name=name,
+        )
 
     def compute_output_shape(self, token_ids_shape):
         batch, source_len = token_ids_shape[0], token_ids_shape[1]
