@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from recipe_flags import CAPTION, SCENES, TRANSLATE
+from time_budget_cases import TIME_BUDGET_CASES
 
 from recipes import caption, cli, translate
 
@@ -223,16 +224,7 @@ def test_learning_rate_decays_every_epoch_and_resumes_where_it_was(tmp_path, rng
     np.testing.assert_allclose(first.rates + resumed.rates, [0.08, 0.04, 0.02, 0.01], rtol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "epoch_seconds,epochs_run",
-    [
-        # 20 s epochs, a 1-minute budget: after 2 (40 s) a third would end at 60 s, inside.
-        ([20, 20, 20, 20, 20], 3),
-        # A slower second epoch: after it (50 s), another as long would end at 80 s.
-        ([20, 30, 10, 10, 10], 2),
-        ([70, 10, 10, 10, 10], 1),  # past the budget already: one epoch, no more
-    ],
-)
+@pytest.mark.parametrize("epoch_seconds,epochs_run", TIME_BUDGET_CASES)
 def test_time_budget_stops_before_an_epoch_that_would_end_past_it(
     epoch_seconds, epochs_run, tmp_path, rng, capsys
 ):
@@ -243,7 +235,7 @@ def test_time_budget_stops_before_an_epoch_that_would_end_past_it(
             now[0] += epoch_seconds[epoch]
 
     budget = cli.time_budget_callback(1, clock=lambda: now[0])
-    history = fit_regression(regression_model(), regression_data(rng), 5, [Clock(), budget])
+    history = fit_regression(regression_model(), regression_data(rng), 4, [Clock(), budget])
     assert len(history.history["loss"]) == epochs_run
     assert f"stopping after epoch {epochs_run}:" in capsys.readouterr().out
 

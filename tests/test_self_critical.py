@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 from test_seq2seq import VOCAB, reversal_data
+from time_budget_cases import TIME_BUDGET_CASES
 
 from multiattn import AttentionDecoder, BiLSTMEncoder, Seq2Seq
 from recipes import cli, self_critical
@@ -109,14 +110,7 @@ def test_steps_per_epoch_draw_the_items_in_whole_passes(tmp_path, rng):
     assert sorted(np.concatenate(steps[:3])) == list(range(12))
 
 
-@pytest.mark.parametrize(
-    "epoch_seconds,epochs_run",
-    [
-        ([20, 20, 20, 20], 3),  # after 2 (40 s) a third would end at 60 s: inside 1 minute
-        ([20, 30, 10, 10], 2),  # after 50 s, another 30-second epoch would end past it
-        ([70, 10, 10, 10], 1),
-    ],
-)
+@pytest.mark.parametrize("epoch_seconds,epochs_run", TIME_BUDGET_CASES)
 def test_time_budget_stops_before_an_epoch_that_would_end_past_it(
     epoch_seconds, epochs_run, tmp_path, rng, capsys
 ):
