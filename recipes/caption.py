@@ -259,16 +259,22 @@ def decode_captions(vocabulary, token_rows):
 
 
 # -- model ---------------------------------------------------------------------------------
+def check_fine_tuning(config):
+    """One-line errors for the fine-tuning flags."""
+    if config.fine_tune_from is not None:
+        if config.weights in (None, "none"):
+            raise cli.UsageError("--fine-tune-from needs pretrained --weights")
+        if config.fine_tune:
+            raise cli.UsageError("--fine-tune trains the whole backbone; drop --fine-tune-from")
+
+
 def make_encoder(config, from_frozen_features=False):
     """The image encoder; `from_frozen_features`: its twin that takes cached features."""
     from multiattn import ImageGridEncoder
 
     weights = None if config.weights in (None, "none") else config.weights
+    check_fine_tuning(config)
     if config.fine_tune_from is not None:
-        if weights is None:
-            raise cli.UsageError("--fine-tune-from needs pretrained --weights")
-        if config.fine_tune:
-            raise cli.UsageError("--fine-tune trains the whole backbone; drop --fine-tune-from")
         trainable_backbone = None
     else:
         trainable_backbone = config.fine_tune if weights is not None else None
@@ -348,12 +354,20 @@ def grid_features(encoder, images, cache_directory, batch_size=64):
 
 
 # -- commands ------------------------------------------------------------------------------
+def check_config(config):
+    """One-line errors for the flags of a training config, before anything runs."""
+    cli.check_schedule(config)
+    cli.check_attention(config)
+    check_fine_tuning(config)
+    self_critical.check_flags(config)
+
+
 def train(config, run):
     import keras
 
     from recipes.data.word_vocabulary import WordVocabulary, tokenize_caption
 
-    self_critical.check_flags(config)
+    check_config(config)
     # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
     strategy, run = runtime.start_training(config, run)  # only the chief writes the run
     keras.utils.set_random_seed(config.seed)
@@ -756,7 +770,7 @@ def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else list(argv))
     if args.command in ("train", "all"):
         return cli.run_training_command(
-            args, CaptionConfig, "caption", train, runtime.on_chief_only(evaluate)
+            args, CaptionConfig, "caption", train, runtime.on_chief_only(evaluate), check_config
         )
     if args.command == "evaluate":
         evaluate(args.run, args.split, args.beam_size, length_penalty=args.length_penalty)

@@ -94,13 +94,8 @@ def make_optimizer(learning_rate, ema_decay=0.0):
     return keras.optimizers.Adam(learning_rate, clipnorm=1.0, **ema)
 
 
-def attention_settings(config, units):
-    """`(attention, seq2seq_kwargs)`: the decoder's attention and `Seq2Seq`'s hard-attention terms.
-
-    `attention` is the name of `config.attention`, a hard attention layer of that
-    kind with `--hard-attention`, or a `LocalAttention` scoring with it when the
-    config has an `--attention-window`.
-    """
+def check_attention(config):
+    """One-line errors for the attention flags, before anything runs."""
     window = getattr(config, "attention_window", 0)
     if window < 0:
         raise UsageError(f"--attention-window {window}: must be 0 (global) or more")
@@ -108,6 +103,17 @@ def attention_settings(config, units):
         raise UsageError(
             "--hard-attention and --attention-window: local attention has no hard mode"
         )
+
+
+def attention_settings(config, units):
+    """`(attention, seq2seq_kwargs)`: the decoder's attention and `Seq2Seq`'s hard-attention terms.
+
+    `attention` is the name of `config.attention`, a hard attention layer of that
+    kind with `--hard-attention`, or a `LocalAttention` scoring with it when the
+    config has an `--attention-window`.
+    """
+    check_attention(config)
+    window = getattr(config, "attention_window", 0)
     if not config.hard_attention and not window:
         return config.attention, {}
     from multiattn import attention
@@ -688,10 +694,14 @@ def recipe_parser(prog, description, config_class, argv, ensembles=False):
     return parser, commands, (["all", *argv] if defaulted else list(argv))
 
 
-def run_training_command(args, config_class, kind, train, evaluate):
-    """`train` / `all`: config from flags, a run directory, training, evaluation."""
+def run_training_command(args, config_class, kind, train, evaluate, check_config):
+    """`train` / `all`: config from flags, a run directory, training, evaluation.
+
+    `check_config(config)` raises the recipe's one-line flag errors, before a run
+    directory exists.
+    """
     config = config_from_args(config_class, args)
-    check_schedule(config)  # before a run directory exists
+    check_config(config)
     created = args.out is None or not os.path.exists(args.out)
     run = new_run_directory(kind, args.out)
     stage(f"run directory: {run}")

@@ -224,13 +224,20 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
 
 
 # -- commands ------------------------------------------------------------------------------
+def check_config(config):
+    """One-line errors for the flags of a training config, before anything runs."""
+    cli.check_schedule(config)
+    cli.check_attention(config)
+    self_critical.check_flags(config)
+
+
 def train(config, run):
     import keras
 
     from recipes.data.batching import make_dataset
     from recipes.data.subword_vocabulary import SubwordVocabulary
 
-    self_critical.check_flags(config)
+    check_config(config)
     # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
     strategy, run = runtime.start_training(config, run)  # only the chief writes the run
     keras.utils.set_random_seed(config.seed)
@@ -605,7 +612,12 @@ def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else list(argv))
     if args.command in ("train", "all"):
         return cli.run_training_command(
-            args, TranslateConfig, "translate", train, runtime.on_chief_only(evaluate)
+            args,
+            TranslateConfig,
+            "translate",
+            train,
+            runtime.on_chief_only(evaluate),
+            check_config,
         )
     if args.command == "evaluate":
         evaluate(args.run, args.split, args.beam_size, length_penalty=args.length_penalty)
