@@ -58,8 +58,6 @@ def serve(path, directory, **inputs):
 def test_search_with_a_tensor_limit_matches_generate(beam_size, length_penalty, limit):
     from multiattn import AttentionDecoder, BeamSearch, BiLSTMEncoder, GreedySearch, Seq2Seq
 
-    keras.utils.set_random_seed(0)  # a model whose hypotheses often end before the limit
-    model = Seq2Seq(BiLSTMEncoder(30, 8, 16), AttentionDecoder(30, 8, 16), start_id=1, end_id=2)
     rng = np.random.default_rng(3)
     lengths = rng.integers(1, 7, 64)
     source = np.where(np.arange(6) < lengths[:, None], rng.integers(3, 30, (64, 6)), 0)
@@ -67,8 +65,18 @@ def test_search_with_a_tensor_limit_matches_generate(beam_size, length_penalty, 
     search = GreedySearch()
     if beam_size > 1:
         search = BeamSearch(beam_size=beam_size, length_penalty=length_penalty)
-    expected = model.generate(source, search=search, max_length=limit)["tokens"]
-    expected = expected[:, 0] if beam_size > 1 else expected
+    # The first initialisation whose hypotheses end both ways, by the end token and by
+    # the limit, so that the comparison covers both.
+    for seed in range(20):
+        keras.utils.set_random_seed(seed)
+        model = Seq2Seq(BiLSTMEncoder(30, 8, 16), AttentionDecoder(30, 8, 16), 1, 2)
+        expected = model.generate(source, search=search, max_length=limit)["tokens"]
+        expected = expected[:, 0] if beam_size > 1 else expected
+        ended = (expected == 2).any(axis=1)
+        if ended.any() and not ended.all():
+            break
+    else:
+        pytest.fail("no initialisation among 20 ends some hypotheses and not all")
 
     @tf.function
     def search(source, limit):  # `limit` a tensor, as in the exported model
@@ -76,9 +84,6 @@ def test_search_with_a_tensor_limit_matches_generate(beam_size, length_penalty, 
 
     tokens = search(tf.constant(source), tf.constant(limit)).numpy()
     np.testing.assert_array_equal(tokens, expected)
-    # Both ways of ending occur: the end token, and the limit.
-    ended = (expected == 2).any(axis=1)
-    assert ended.any() and not ended.all()
 
 
 # -- images --------------------------------------------------------------------------------
