@@ -171,6 +171,13 @@ def sampled_targets(tokens):
     return target_in, tokens
 
 
+def _next_batch(queue, order, count, batch_size):
+    """`(batch, queue)`: the next items of the pass, a new shuffled pass when it is over."""
+    if not len(queue):
+        queue = order.permutation(count)
+    return queue[:batch_size], queue[batch_size:]
+
+
 @contextlib.contextmanager
 def _without_dropout(model):
     """The gradient must be that of the log-probability of the distribution sampled
@@ -229,7 +236,9 @@ def train(
         monitor: The val score that chooses the model (higher is better).
         time_budget: Minutes (0: no limit): no epoch begins that would, if as long
             as the last one, end more than this long after the loop began.
-        seed: Seed of the item order and of the samples.
+        seed: Seed of the item order and of the samples. A resumed run (the record
+            counts epochs done) draws the items the uninterrupted run would have;
+            its samples start again from the seed.
         jit_compile: As `Model.compile`.
         clock: Seconds, for the time budget.
 
@@ -253,8 +262,10 @@ def train(
     best = record.get(f"best_{monitor}", -math.inf)
     done = record.get("self_critical_epochs_completed", 0)
     history = []
-    queue = np.zeros(0, dtype="int64")  # the items of this pass not yet drawn
     steps = steps_per_epoch or math.ceil(count / batch_size)
+    queue = np.zeros(0, dtype="int64")  # the items of this pass not yet drawn
+    for _ in range(done * steps):  # a resumed run goes on with the items it would have drawn
+        queue = _next_batch(queue, order, count, batch_size)[1]
     began = clock()
     for epoch in range(done, epochs):
         started = clock()
@@ -264,9 +275,7 @@ def train(
         total_reward = 0.0
         with _without_dropout(model):
             for step in range(steps):
-                if not len(queue):
-                    queue = order.permutation(count)
-                batch, queue = queue[:batch_size], queue[batch_size:]
+                batch, queue = _next_batch(queue, order, count, batch_size)
                 batch = np.repeat(batch, samples)
                 source = source_batch(batch)
                 tokens = model.generate(

@@ -81,7 +81,7 @@ def test_the_loop_raises_the_reward_and_keeps_the_best(tmp_path, rng):
     assert cli.load_model(str(tmp_path / "model.keras")).decoder.dropout == 0.2
 
 
-def test_steps_per_epoch_draw_the_items_in_whole_passes(tmp_path, rng):
+def test_steps_per_epoch_draw_the_items_in_whole_passes_and_resume_where_they_were(tmp_path, rng):
     source, target_in, target_out, _ = reversal_data(rng, 12, 2, 4)
     model = Seq2Seq(BiLSTMEncoder(VOCAB, 8, 8), AttentionDecoder(VOCAB, 8, 8), 1, 2)
     model.build(((None, None), (None, None)))
@@ -91,23 +91,30 @@ def test_steps_per_epoch_draw_the_items_in_whole_passes(tmp_path, rng):
         steps.append(items[::2])  # one per item: 2 samples each
         return np.arange(len(items), dtype="float32")
 
+    settings = {
+        "epochs": 2,
+        "samples": 2,
+        "batch_size": 5,
+        "steps_per_epoch": 4,
+        "learning_rate": 1e-3,
+        "max_length": 4,
+    }
     history = run_loop(
-        model,
-        source,
-        reward,
-        tmp_path,
-        lambda logs, label: logs.update(score=0.0),
-        epochs=2,
-        samples=2,
-        batch_size=5,
-        steps_per_epoch=4,
-        learning_rate=1e-3,
-        max_length=4,
+        model, source, reward, tmp_path, lambda logs, label: logs.update(score=0.0), **settings
     )
     assert len(history) == 2 and len(steps) == 8
     # Passes of 12 items in batches of 5: 5, 5, 2, then the next pass.
     assert [len(items) for items in steps[:4]] == [5, 5, 2, 5]
     assert sorted(np.concatenate(steps[:3])) == list(range(12))
+    # Resumed after its first epoch, a run draws the items of the uninterrupted one.
+    uninterrupted, steps[:] = list(steps), []
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    cli.write_json(str(resumed / "metrics.json"), {"self_critical_epochs_completed": 1})
+    run_loop(model, source, reward, resumed, lambda logs, label: logs.update(score=0.0), **settings)
+    assert len(steps) == 4
+    for expected, drawn in zip(uninterrupted[4:], steps, strict=True):
+        np.testing.assert_array_equal(drawn, expected)
 
 
 @pytest.mark.parametrize("epoch_seconds,epochs_run", TIME_BUDGET_CASES)
