@@ -99,6 +99,9 @@ def check_attention(config):
     window = getattr(config, "attention_window", 0)
     if window < 0:
         raise UsageError(f"--attention-window {window}: must be 0 (global) or more")
+    if config.attention == "none" and (config.hard_attention or window):
+        flag = "--hard-attention" if config.hard_attention else "--attention-window"
+        raise UsageError(f"{flag} needs an --attention other than none")
     if window and config.hard_attention:
         raise UsageError(
             "--hard-attention and --attention-window: local attention has no hard mode"

@@ -181,9 +181,7 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
     )
     hard_attention_weights = {}
     if config.attention == "none":
-        if config.hard_attention or config.attention_window:
-            flag = "--hard-attention" if config.hard_attention else "--attention-window"
-            raise cli.UsageError(f"{flag} needs an --attention other than none")
+        cli.check_attention(config)
         decoder = PlainDecoder(
             target_vocabulary_size,
             config.embedding_dim,

@@ -217,6 +217,7 @@ def test_attention_window_trains_a_local_model(local, tmp_path, capsys):
         (["--attention-window", "-1"], "must be 0 (global) or more"),
         (["--attention-window", "2", "--hard-attention"], "local attention has no hard mode"),
         (["--attention-window", "2", "--attention", "none"], "needs an --attention other"),
+        (["--hard-attention", "--attention", "none"], "--hard-attention needs an --attention"),
     ],
 )
 def test_attention_window_errors(flags, message, tmp_path, capsys):
