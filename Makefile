@@ -32,14 +32,16 @@ serve: $(INSTALLED)
 
 # Everything on TensorFlow, then the library on JAX (its slow tests, which compile for
 # minutes on JAX, run in test-backends: the whole of make test stays within CI's time).
-# The slowest tests are listed, to keep it so.
+# Two pytest workers, a test file each at a time (pytest-xdist): most tests spend their
+# time in Python on one core. The slowest tests are listed, to keep it so.
+PARALLEL := -n 2 --dist loadfile
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q --durations=15
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --durations=10 -m "not slow" $(LIBRARY_TESTS)
+	$(BIN)/python -m pytest -q $(PARALLEL) --durations=15
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(PARALLEL) --durations=10 -m "not slow" $(LIBRARY_TESTS)
 
 # The edit-test loop: no recipe trainings, subprocesses or convergence runs.
 test-fast: $(INSTALLED)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not slow"
 
 # The library on TensorFlow, JAX and PyTorch (installs PyTorch first).
 test-backends: $(INSTALLED)
