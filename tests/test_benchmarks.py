@@ -243,3 +243,28 @@ def test_length_curve_quick_plots_every_model(split, tmp_path):
     assert (out / "length_curve.png").stat().st_size > 0
     table = (out / "length_curve.md").read_text()
     assert "| bahdanau |" in table and f"; {split} split." in table
+
+
+def test_step_timer_times_the_steps_and_not_what_fit_does_after_them(rng):
+    import time
+
+    import keras
+
+    class Slow(keras.callbacks.Callback):  # 50 ms a step, then 400 ms after the last
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.05)
+
+        def on_train_end(self, logs=None):
+            time.sleep(0.4)
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    timer = speed.step_timer()
+    started = time.perf_counter()
+    data = rng.normal(size=(8, 3)), rng.normal(size=(8, 1))
+    model.fit(*data, batch_size=2, epochs=1, verbose=0, callbacks=[timer, Slow()])
+    whole = time.perf_counter() - started
+    # Four steps: the sleeps of the first three fall between the first step's start and
+    # the last one's end (the timer's hook runs before Slow's), the wait after them not.
+    assert 0.15 <= timer.wall < 0.4 < whole
+    assert 0 < timer.cpu < timer.wall  # sleeping takes no CPU time
