@@ -419,12 +419,15 @@ def run_peers(sizes, names, tasks, threads, log):
             model.train(2)
         with Timer() as timer:
             model.train(sizes.train_steps)
-        seconds = timer.wall / sizes.train_steps
+        # A peer training with `fit` times its steps as ours are (`step_timer`); the
+        # others' loops are nothing but their steps.
+        wall, cpu = getattr(model, "step_seconds", (timer.wall, timer.cpu))
+        seconds = wall / sizes.train_steps
         target_len = _target_len(sizes, peer.task)
         row.update(
             status="measured",
             train_ms_per_step=round(seconds * 1000, 1),
-            train_cpu_ms_per_step=round(timer.cpu / sizes.train_steps * 1000, 1),
+            train_cpu_ms_per_step=round(cpu / sizes.train_steps * 1000, 1),
             compile_seconds=round(compiling.wall, 1),
             target_tokens_per_second=round(sizes.batch * target_len / seconds),
             images_per_second=(round(sizes.batch / seconds, 1) if peer.task == "caption" else None),

@@ -199,6 +199,21 @@ def test_peers_train_and_decode_greedily(name):
     assert tokens.min() >= 0 and tokens.max() < sizes.vocab_size
 
 
+def test_the_peer_that_trains_with_fit_times_its_steps_as_our_rows_are():
+    """`run_peers` divides `step_seconds` (not the whole `fit` call) by the steps."""
+    import time
+
+    sizes = speed.QUICK
+    model = peers.build(
+        peers.get("keras_full_sequence"), sizes, *speed.batch_arrays(sizes, "translate")
+    )
+    started = time.perf_counter()
+    model.train(3)
+    whole = time.perf_counter() - started
+    wall, cpu = model.step_seconds
+    assert 0 < wall < whole and cpu > 0
+
+
 @pytest.mark.parametrize(
     "argv, flag",
     [
