@@ -42,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import flops  # noqa: E402
 from benchmarks.peers import NAMES as PEER_NAMES  # noqa: E402
+from benchmarks.peers import step_timer  # noqa: E402
 from multiattn.attention import NAMES as ATTENTIONS  # noqa: E402
 
 PATHS = ("step", "fast")
@@ -265,29 +266,6 @@ class Timer:
     def __exit__(self, *exception):
         self.wall = time.perf_counter() - self.wall
         self.cpu = time.process_time() - self.cpu
-
-
-def step_timer():
-    """A callback timing a `fit`'s steps alone: from the first step's start to the last
-    one's end, `(wall, cpu)` seconds in its `wall` and `cpu` attributes.
-
-    What `fit` does before its first step and after its last is left out: on PyTorch,
-    `fit` over a `tf.data` pipeline waits several seconds after its last step (20 steps
-    of 0.5-0.8 s took 20.5 s from call to return, whatever the model), which is not the
-    model's speed.
-    """
-    import keras
-
-    class StepTimer(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            if batch == 0:
-                self.started = time.perf_counter(), time.process_time()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.wall = time.perf_counter() - self.started[0]
-            self.cpu = time.process_time() - self.started[1]
-
-    return StepTimer()
 
 
 def measure_training(model, sizes, task):

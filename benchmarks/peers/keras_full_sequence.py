@@ -11,7 +11,7 @@ decoded so far (padded with id 0, which the masks skip) and reads the next posit
 import keras
 import numpy as np
 
-from benchmarks.peers import repeated_dataset
+from benchmarks.peers import repeated_dataset, step_timer
 
 
 def full_sequence_model(vocab_size, embedding_dim, units):
@@ -48,8 +48,6 @@ class KerasFullSequence:
         self.data = repeated_dataset((source, target_in), target_out)
 
     def train(self, steps):
-        from benchmarks.speed import step_timer
-
         timer = step_timer()
         history = self.model.fit(
             self.data, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0, callbacks=[timer]
