@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import flops  # noqa: E402
 from benchmarks.peers import NAMES as PEER_NAMES  # noqa: E402
-from benchmarks.peers import step_timer  # noqa: E402
+from benchmarks.peers import repeated_dataset, step_timer  # noqa: E402
 from multiattn.attention import NAMES as ATTENTIONS  # noqa: E402
 
 PATHS = ("step", "fast")
@@ -270,8 +270,6 @@ class Timer:
 
 def measure_training(model, sizes, task):
     """`(wall, cpu)` seconds per `model.fit` step over a repeated batch, and compile time."""
-    from benchmarks.peers import repeated_dataset
-
     source, target_in, target_out = batch_arrays(sizes, task)
     data = repeated_dataset((source, target_in), target_out)
     with Timer() as compiling:

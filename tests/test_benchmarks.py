@@ -200,7 +200,8 @@ def test_peers_train_and_decode_greedily(name):
 
 
 def test_the_peer_that_trains_with_fit_times_its_steps_as_our_rows_are():
-    """`run_peers` divides `step_seconds` (not the whole `fit` call) by the steps."""
+    """The Keras peer's `step_seconds`, which `run_peers` divides by the steps, cover its
+    steps alone, not the whole `fit` call."""
     import time
 
     sizes = speed.QUICK
