@@ -133,6 +133,7 @@ class Split:
     images: np.ndarray  # (n, size, size, 3) uint8
     captions: list  # one list of reference strings per image
     scenes: list | None = None  # generated scenes, for attention localization
+    names: list | None = None  # each image's file, as the corpus names it
 
 
 def load_splits(config, splits=SPLITS, fallback=None):
@@ -191,7 +192,8 @@ def load_splits(config, splits=SPLITS, fallback=None):
                 total = sum(len(getattr(corpus, name)) for name in SPLITS)
                 why = f"the split by image gave it none of the {total} images"
             raise cli.UsageError(f"--data {config.data}: no usable {split} images ({why})")
-        result[split] = Split(images=images, captions=captions)
+        names = [str(entries[index][0]) for index in kept]
+        result[split] = Split(images=images, captions=captions, names=names)
     return result
 
 
@@ -688,6 +690,10 @@ def evaluate(run, split=None, beam_size=None, pictures=4, length_penalty=None):
             generated_words=words,
         )
     metrics_path = cli.write_json(os.path.join(run, "metrics.json"), values)
+    names = data.names or [f"{split}_{index}" for index in range(len(hypotheses))]
+    captions_path = cli.write_rows(
+        os.path.join(run, f"{split}_captions.tsv"), zip(names, hypotheses, strict=True)
+    )
     paths = save_attention_pictures(data, result, hypotheses, grid, run, split, pictures)
     summary = ", ".join(f"BLEU-{n} {values[f'bleu{n}']:.1f}" for n in range(1, 5))
     print(f"{summary}, CIDEr {values['cider']:.3f} on {len(hypotheses)} {split} images")
@@ -696,7 +702,7 @@ def evaluate(run, split=None, beam_size=None, pictures=4, length_penalty=None):
             f"exact match {values['exact_match']:.3f}, attention localization "
             f"{values['attention_localization']:.3f}"
         )
-    print(f"metrics: {metrics_path}")
+    print(f"metrics: {metrics_path}\ncaptions: {captions_path}")
     for path in paths:
         print(f"attention: {path}")
     return values

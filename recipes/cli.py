@@ -252,6 +252,15 @@ def write_json(path, values):
     return path
 
 
+def write_rows(path, rows):
+    """Tab-separated rows, one per line (tabs and line breaks inside a field become spaces)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", encoding="utf-8") as file:
+        for row in rows:
+            file.write("\t".join(" ".join(str(field).split()) for field in row) + "\n")
+    return path
+
+
 def read_json(path):
     if not os.path.isfile(path):
         return {}

@@ -14,6 +14,7 @@ written to `DIR/ensemble/`.
 """
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -138,24 +139,25 @@ def load_data(config):
 
 
 def encode_pairs(pairs, source_vocabulary, target_vocabulary, max_tokens, split):
-    """Ids of both sides; pairs longer than `max_tokens` are dropped and counted."""
+    """Ids of both sides; empty pairs, and those longer than `max_tokens` (unless it is
+    `None`, as in evaluation, which scores every sentence), are dropped and counted."""
     source_ids = source_vocabulary.encode([source for source, _ in pairs])
     target_ids = target_vocabulary.encode([target for _, target in pairs])
-    kept = [
-        index
-        for index in range(len(pairs))
-        if 0 < len(source_ids[index]) <= max_tokens and 0 < len(target_ids[index]) <= max_tokens
-    ]
-    dropped = len(pairs) - len(kept)
-    if dropped:
-        print(
-            f"    {split}: skipped {dropped} pair(s) longer than --max-tokens={max_tokens}, "
-            f"kept {len(kept)}"
-        )
+    lengths = [(len(source_ids[i]), len(target_ids[i])) for i in range(len(pairs))]
+    empty = [i for i, (source, target) in enumerate(lengths) if not (source and target)]
+    limit = math.inf if max_tokens is None else max_tokens
+    long = [i for i, (source, target) in enumerate(lengths) if max(source, target) > limit]
+    dropped = set(empty) | set(long)
+    kept = [index for index in range(len(pairs)) if index not in dropped]
+    reasons = []
+    if long:
+        reasons.append(f"{len(long)} pair(s) longer than --max-tokens={max_tokens}")
+    if empty:
+        reasons.append(f"{len(empty)} pair(s) with an empty side")
+    if reasons:
+        print(f"    {split}: skipped {' and '.join(reasons)}, kept {len(kept)}")
     if pairs and not kept:  # an empty split would fail deep inside tf.data or Keras
-        raise cli.UsageError(
-            f"all {len(pairs)} {split} pairs are longer than --max-tokens={max_tokens}"
-        )
+        raise cli.UsageError(f"all {len(pairs)} {split} pairs were skipped: {reasons[0]}")
     return (
         [source_ids[i] for i in kept],
         [target_ids[i] for i in kept],
@@ -438,9 +440,8 @@ def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None)
     pairs = getattr(corpus, split)
     if not pairs:
         raise cli.UsageError(f"--split {split}: the data has no {split} pairs")
-    source_ids, _, pairs = encode_pairs(
-        pairs, source_vocabulary, target_vocabulary, config.max_tokens, split
-    )
+    # Every sentence is scored: --max-tokens bounds the training pairs only.
+    source_ids, _, pairs = encode_pairs(pairs, source_vocabulary, target_vocabulary, None, split)
     references = [target for _, target in pairs]
     max_length = output_length(source_ids)
     scores = {}
@@ -471,6 +472,13 @@ def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None)
         }
     )
     metrics_path = cli.write_json(metrics_path, values)
+    translations_path = cli.write_rows(
+        os.path.join(run, f"{split}_translations.tsv"),
+        [
+            (source, reference, hypothesis)
+            for (source, reference), hypothesis in zip(pairs, hypotheses, strict=True)
+        ],
+    )
     plot_path = plot_lines(
         {
             f"{config.attention} (beam {beam_size})": (
@@ -506,7 +514,8 @@ def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None)
             f"    source length {bucket['bucket']:>6}: BLEU {bucket['bleu']:6.2f} "
             f"({bucket['count']} sentences)"
         )
-    print(f"metrics: {metrics_path}\nBLEU by length: {plot_path}")
+    print(f"metrics: {metrics_path}\ntranslations (beam): {translations_path}")
+    print(f"BLEU by length: {plot_path}")
     for path in pictures:
         print(f"alignment: {path}")
     return values

@@ -11,6 +11,7 @@ One tiny training per recipe runs all the skips through the whole command line, 
 
 import contextlib
 import io
+import json
 import re
 import struct
 import sys
@@ -217,7 +218,7 @@ def every_train_pair_too_long(tmp_path):
     data = write_parallel(tmp_path / "corpus", {"train": long_pairs, "val": valid_pairs(2)})
     return (
         translate_train(data, tmp_path, *LANGUAGES, "--max-tokens", str(MAX_TOKENS)),
-        [f"all 2 train pairs are longer than --max-tokens={MAX_TOKENS}"],
+        [f"all 2 train pairs were skipped: 2 pair(s) longer than --max-tokens={MAX_TOKENS}"],
     )
 
 
@@ -397,6 +398,17 @@ def test_translate_training_counts_every_skip_and_keeps_every_valid_pair(transla
     assert f"train: skipped 2 pair(s) longer than --max-tokens={MAX_TOKENS}, kept 40" in out
     assert f"val: skipped 1 pair(s) longer than --max-tokens={MAX_TOKENS}, kept 6" in out
     assert (run / "model.keras").stat().st_size > 0
+
+
+def test_translate_evaluation_scores_the_pairs_training_skipped(translate_run):
+    run, _ = translate_run
+    argv = ["evaluate", "--run", str(run), "--split", "val", "--beam-size", "1"]
+    code, out, err = run_quietly(translate.main, argv)
+    assert code == 0, err
+    assert "val: skipped" not in out  # --max-tokens bounds training, not what is scored
+    assert json.loads((run / "metrics.json").read_text())["sentences"] == 7
+    rows = (run / "val_translations.tsv").read_text().splitlines()
+    assert len(rows) == 7 and rows[-1].split("\t")[0] == LONG_LINE
 
 
 def test_translate_command_truncates_a_long_input_and_counts_it(translate_run, capsys):

@@ -1,12 +1,14 @@
 """The captioning recipe end to end on tiny configurations, and its error messages."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
 from PIL import Image
 from recipe_flags import CAPTION, SCENES
 
+from multiattn.metrics import cider
 from recipes import caption, cli
 
 TINY = CAPTION
@@ -35,6 +37,12 @@ def test_default_command_trains_and_evaluates(trained_run):
         "train_seconds",
     ):
         assert key in metrics, key
+    rows = [
+        line.split("\t") for line in (trained_run / "test_captions.tsv").read_text().splitlines()
+    ]
+    assert len(rows) == metrics["images"]
+    assert [row[0] for row in rows[:2]] == ["test_0", "test_1"]  # named as the pictures are
+    assert all(len(row) == 2 for row in rows)
 
 
 def write_images(directory, count=3):
@@ -89,6 +97,13 @@ def test_train_on_flickr8k_layout(tmp_path, capsys):
     assert "skipped 1 caption record(s): missing image" in out
     metrics = json.loads((run / "metrics.json").read_text())
     assert "exact_match" not in metrics and "cider" in metrics
+    # The file holds the captions scored, each beside the image it describes.
+    rows = [line.split("\t") for line in (run / "test_captions.tsv").read_text().splitlines()]
+    assert len(rows) == metrics["images"]
+    numbers = [int(pathlib.Path(image).stem.removeprefix("image")) for image, _ in rows]
+    references = [[f"a picture number {number} with grey"] * 2 for number in numbers]
+    hypotheses = [caption_text for _, caption_text in rows]
+    assert cider(hypotheses, references) == pytest.approx(metrics["cider"])
 
 
 def test_frozen_pretrained_backbone_caches_features(tmp_path, capsys):

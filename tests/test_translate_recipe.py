@@ -8,6 +8,7 @@ import sys
 import pytest
 from recipe_flags import TRANSLATE
 
+from multiattn.metrics import corpus_bleu
 from recipes import translate
 
 TINY = TRANSLATE
@@ -50,6 +51,14 @@ def test_evaluate_val_split_with_greedy(trained_run, capsys):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["split"] == "val" and metrics["beam_size"] == 1
     assert "BLEU" in capsys.readouterr().out
+    # The file holds the translations scored, each beside its source and reference.
+    rows = [
+        line.split("\t") for line in (trained_run / "val_translations.tsv").read_text().splitlines()
+    ]
+    assert len(rows) == metrics["sentences"]
+    assert all(len(row) == 3 for row in rows)
+    hypotheses, references = [row[2] for row in rows], [row[1] for row in rows]
+    assert corpus_bleu(hypotheses, references) == pytest.approx(metrics["bleu"])
 
 
 def test_translate_arguments_and_stdin_keep_order(trained_run, capsys, monkeypatch, tmp_path):
