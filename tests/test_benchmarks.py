@@ -282,5 +282,7 @@ def test_step_timer_times_the_steps_and_not_what_fit_does_after_them(rng):
     whole = time.perf_counter() - started
     # Four steps: the sleeps of the first three fall between the first step's start and
     # the last one's end (the timer's hook runs before Slow's), the wait after them not.
-    assert 0.15 <= timer.wall < 0.4 < whole
+    # Bounds that hold on a loaded machine too, where the steps themselves take longer.
+    assert timer.wall >= 0.15
+    assert whole - timer.wall >= 0.4
     assert 0 < timer.cpu < timer.wall  # sleeping takes no CPU time
