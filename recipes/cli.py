@@ -253,7 +253,7 @@ def write_json(path, values):
 
 
 def write_rows(path, rows):
-    """Tab-separated rows, one per line (tabs and line breaks inside a field become spaces)."""
+    """Tab-separated rows, one per line; any run of white space in a field is one space."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", encoding="utf-8") as file:
         for row in rows:
