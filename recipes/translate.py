@@ -154,10 +154,11 @@ def encode_pairs(pairs, source_vocabulary, target_vocabulary, max_tokens, split)
         reasons.append(f"{len(long)} pair(s) longer than --max-tokens={max_tokens}")
     if empty:
         reasons.append(f"{len(empty)} pair(s) with an empty side")
+    skipped = " and ".join(reasons)
     if reasons:
-        print(f"    {split}: skipped {' and '.join(reasons)}, kept {len(kept)}")
+        print(f"    {split}: skipped {skipped}, kept {len(kept)}")
     if pairs and not kept:  # an empty split would fail deep inside tf.data or Keras
-        raise cli.UsageError(f"all {len(pairs)} {split} pairs were skipped: {reasons[0]}")
+        raise cli.UsageError(f"all {len(pairs)} {split} pairs were skipped: {skipped}")
     return (
         [source_ids[i] for i in kept],
         [target_ids[i] for i in kept],
