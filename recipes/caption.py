@@ -89,6 +89,17 @@ class CaptionConfig(
         },
     )
     use_gate: bool = True
+    memory_units: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "embed every region with relu(W x + b) of this size before the decoder "
+            "reads it (none: the grid features as they are)"
+        },
+    )
+    memory_dropout: float = dataclasses.field(
+        default=0.0,
+        metadata={"help": "dropout on the (embedded) regions the decoder reads, in training"},
+    )
     flip: bool = dataclasses.field(
         default=False,
         metadata={
@@ -312,6 +323,8 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
         dropout=config.dropout,
         use_gate=config.use_gate,
         tie_embeddings=config.tie_embeddings,
+        memory_units=config.memory_units,
+        memory_dropout=config.memory_dropout,
         seed=config.seed,
     )
     model = Seq2Seq(
@@ -362,6 +375,10 @@ def check_config(config):
     cli.check_attention(config)
     check_fine_tuning(config)
     self_critical.check_flags(config)
+    if config.memory_units is not None and config.memory_units < 1:
+        raise cli.UsageError(f"--memory-units {config.memory_units}: must be 1 or more")
+    if not 0 <= config.memory_dropout < 1:
+        raise cli.UsageError(f"--memory-dropout {config.memory_dropout}: must be in [0, 1)")
 
 
 def train(config, run):

@@ -182,11 +182,15 @@ def _next_batch(queue, order, count, batch_size):
 def _without_dropout(model):
     """The gradient must be that of the log-probability of the distribution sampled
     from: the model without dropout (a step's dropout masks would make it another)."""
-    dropout, model.decoder.dropout = model.decoder.dropout, 0.0
+    decoder = model.decoder
+    rates = {name: getattr(decoder, name) for name in ("dropout", "memory_dropout")}
+    for name in rates:
+        setattr(decoder, name, 0.0)
     try:
         yield
     finally:
-        model.decoder.dropout = dropout
+        for name, rate in rates.items():
+            setattr(decoder, name, rate)
 
 
 def train(

@@ -106,7 +106,10 @@ def test_train_on_flickr8k_layout(tmp_path, capsys):
     assert cider(hypotheses, references) == pytest.approx(metrics["cider"])
 
 
-def test_frozen_pretrained_backbone_caches_features(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "decoder_flags", [[], ["--memory-units", "8", "--memory-dropout", "0.2"]], ids=["", "embedded"]
+)
+def test_frozen_pretrained_backbone_caches_features(decoder_flags, tmp_path, capsys):
     import keras
 
     weights = tmp_path / "mobilenet.weights.h5"
@@ -123,6 +126,7 @@ def test_frozen_pretrained_backbone_caches_features(tmp_path, capsys):
         "0.25",
         "--weights",
         str(weights),
+        *decoder_flags,
         "--out",
         str(run),
     ]
@@ -324,8 +328,15 @@ def test_an_ensemble_needs_the_same_vocabulary(trained_run, tmp_path, capsys):
 def test_model_flags_reach_the_model():
     import keras
 
-    config = caption.CaptionConfig(label_smoothing=0.1, attention_penalty=0.5, tie_embeddings=True)
+    config = caption.CaptionConfig(
+        label_smoothing=0.1,
+        attention_penalty=0.5,
+        tie_embeddings=True,
+        memory_units=24,
+        memory_dropout=0.4,
+    )
     model = caption.build_model(config, keras.layers.Identity(), 20, compile_model=False)
+    assert (model.decoder.memory_units, model.decoder.memory_dropout) == (24, 0.4)
     assert model.cross_entropy.label_smoothing == 0.1
     assert model.attention_penalty == 0.5
     assert model.decoder.tie_embeddings and model.decoder.output_dense is None
@@ -402,9 +413,11 @@ def test_self_critical_training_keeps_the_best_and_resumes(tmp_path, capsys):
             [*SELF_CRITICAL, "--self-critical-epochs", "1", "--self-critical-time-budget", "-1"],
             "--self-critical-time-budget -1.0: must be 0 (none) or more minutes",
         ),
+        (["--memory-units", "0"], "--memory-units 0: must be 1 or more"),
+        (["--memory-dropout", "1"], "--memory-dropout 1.0: must be in [0, 1)"),
     ],
 )
-def test_self_critical_flags_are_checked_first(flags, message, tmp_path, capsys):
+def test_bad_flags_are_checked_first(flags, message, tmp_path, capsys):
     argv = ["train", *SCENES, *TINY, *flags, "--out", str(tmp_path / "run")]
     assert cli.run_main(caption.main, argv) == 2
     assert message in capsys.readouterr().err

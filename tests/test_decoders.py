@@ -46,6 +46,13 @@ CONFIGS = {
         "input_feeding": False,
         "tie_embeddings": True,
     },
+    # The dot score needs memory of the query's size: the embedding gives it.
+    "memory-embedding-luong-dot": {
+        "attention": "luong-dot",
+        "attention_order": "luong",
+        "memory_units": UNITS,
+        "memory_dropout": 0.3,
+    },
 }
 
 
@@ -149,15 +156,17 @@ def numpy_of(layer):
 
 
 @pytest.mark.parametrize(
-    "order, output, embedding_dim",
+    "order, output, embedding_dim, memory_units",
     [
-        ("bahdanau", "separate", EMBEDDING),
-        ("luong", "separate", EMBEDDING),
-        ("bahdanau", "tied", UNITS),  # the attentional state is an embedding
-        ("luong", "tied", EMBEDDING),  # projected to the embeddings' size first
+        ("bahdanau", "separate", EMBEDDING, None),
+        ("luong", "separate", EMBEDDING, None),
+        ("bahdanau", "tied", UNITS, None),  # the attentional state is an embedding
+        ("luong", "tied", EMBEDDING, None),  # projected to the embeddings' size first
+        ("bahdanau", "separate", EMBEDDING, 4),  # the regions embedded first
+        ("luong", "separate", EMBEDDING, 4),
     ],
 )
-def test_first_steps_match_numpy(order, output, embedding_dim, rng):
+def test_first_steps_match_numpy(order, output, embedding_dim, memory_units, rng):
     attention = "bahdanau" if order == "bahdanau" else "luong-general"
     decoder = AttentionDecoder(
         VOCAB,
@@ -167,9 +176,16 @@ def test_first_steps_match_numpy(order, output, embedding_dim, rng):
         attention_order=order,
         input_feeding=True,
         tie_embeddings=output == "tied",
+        memory_units=memory_units,
+        memory_dropout=0.5,  # inference: none
     )
     target_ids, memory, memory_mask = batch(rng)
     logits, alignment = decoder(target_ids, memory, memory_mask=memory_mask)
+    if memory_units is None:
+        assert decoder.memory_dense is None
+    else:
+        memory_kernel, memory_bias = numpy_of(decoder.memory_dense)
+        memory = np.maximum(memory @ memory_kernel + memory_bias, 0.0)  # what it reads
 
     embeddings = numpy_of(decoder.embedding)[0]
     lstm = numpy_of(decoder.lstm_layers[0])
@@ -273,8 +289,11 @@ def test_gradients_reach_every_weight(config_name, rng):
     assert np.any(memory_gradient != 0)
 
 
-def test_dropout_only_in_training(rng):
-    decoder = AttentionDecoder(VOCAB, EMBEDDING, UNITS, num_layers=2, dropout=0.3, seed=1)
+@pytest.mark.parametrize(
+    "dropouts", [{"dropout": 0.3, "num_layers": 2}, {"memory_dropout": 0.3, "memory_units": 4}]
+)
+def test_dropout_only_in_training(dropouts, rng):
+    decoder = AttentionDecoder(VOCAB, EMBEDDING, UNITS, seed=1, **dropouts)
     target_ids, memory, memory_mask = batch(rng)
     inference = np.asarray(decoder(target_ids, memory, memory_mask=memory_mask)[0])
     np.testing.assert_array_equal(
@@ -329,5 +348,21 @@ def test_clear_errors():
         AttentionDecoder(VOCAB, EMBEDDING, UNITS, attention="luong-dot", use_coverage=True)
     with pytest.raises(ValueError, match="need an attention layer"):
         AttentionDecoder(VOCAB, EMBEDDING, UNITS, attention=None, use_gate=True)
+    with pytest.raises(ValueError, match="memory_units"):
+        AttentionDecoder(VOCAB, EMBEDDING, UNITS, memory_units=0)
+    with pytest.raises(ValueError, match="memory_dropout"):
+        AttentionDecoder(VOCAB, EMBEDDING, UNITS, memory_dropout=1.0)
     decoder = AttentionDecoder(VOCAB, EMBEDDING, UNITS, attention=BahdanauAttention(4))
     assert not decoder.attention.use_coverage
+
+
+def test_memory_dropout_zeroes_or_rescales_what_the_decoder_reads(rng):
+    decoder = AttentionDecoder(VOCAB, EMBEDDING, UNITS, memory_units=4, memory_dropout=0.5)
+    _, memory, _ = batch(rng)
+    decoder.build((None, None), memory.shape)
+    read = np.asarray(decoder.read_memory(memory))  # (batch, source_len, 4), ReLU'd
+    assert np.all(read >= 0) and np.any(read > 0)
+    dropped = np.asarray(decoder.read_memory(memory, training=True))
+    kept = dropped != 0
+    assert np.any(~kept & (read != 0))  # some dropped
+    np.testing.assert_allclose(dropped[kept], 2 * read[kept], rtol=1e-5)

@@ -30,7 +30,8 @@ def run_loop(model, source, reward, run, score, **settings):
 
 def test_the_loop_raises_the_reward_and_keeps_the_best(tmp_path, rng):
     source, target_in, target_out, _ = reversal_data(rng, 32, 2, 4)
-    decoder = AttentionDecoder(VOCAB, 16, 32, dropout=0.2)  # off in the loop, then back
+    # Both dropouts are off in the loop, then back.
+    decoder = AttentionDecoder(VOCAB, 16, 32, dropout=0.2, memory_dropout=0.3)
     model = Seq2Seq(BiLSTMEncoder(VOCAB, 16, 32), decoder, start_id=1, end_id=2)
     model.compile(keras.optimizers.Adam(0.01))
     model.fit((source, target_in), target_out, epochs=1, verbose=0)
@@ -42,6 +43,7 @@ def test_the_loop_raises_the_reward_and_keeps_the_best(tmp_path, rng):
         rewards = (np.asarray(tokens) == FAVOURITE).sum(axis=1).astype("float32")
         if items is not None:  # a step of the loop
             step_rewards.append(rewards.mean())
+            assert (model.decoder.dropout, model.decoder.memory_dropout) == (0.0, 0.0)
         return rewards
 
     def sample_reward():
@@ -77,8 +79,9 @@ def test_the_loop_raises_the_reward_and_keeps_the_best(tmp_path, rng):
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["self_critical_epochs_completed"] == 3
     assert record["self_critical_best_epoch"] == 3 and record["best_score"] == 2.0
-    assert model.decoder.dropout == 0.2
-    assert cli.load_model(str(tmp_path / "model.keras")).decoder.dropout == 0.2
+    loaded = cli.load_model(str(tmp_path / "model.keras")).decoder
+    for decoder in (model.decoder, loaded):
+        assert (decoder.dropout, decoder.memory_dropout) == (0.2, 0.3)
 
 
 def test_steps_per_epoch_draw_the_items_in_whole_passes_and_resume_where_they_were(tmp_path, rng):

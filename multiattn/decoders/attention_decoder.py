@@ -62,6 +62,14 @@ class AttentionDecoder(keras.layers.Layer):
         tie_embeddings: Compute the logits with the transposed target embedding
             matrix instead of a separate output projection (a `vocab_size` bias is
             still learned), saving `units x vocab_size` weights.
+        memory_units: With a size, every memory vector (an encoder state, an image
+            region) first passes through `relu(W_m h_j + b_m)` of that size, and the
+            decoder (its learned bridge, keys and values) reads that instead: a
+            learned embedding of the regions, as the attention models of Rennie et
+            al. 2017 and Anderson et al. 2018 embed theirs. None: the memory as given.
+        memory_dropout: Dropout on the memory the decoder reads (after
+            `memory_units`' embedding), in training only. The memory is the same at
+            every step, so each sequence keeps one mask for all its steps.
         seed: Seed of the dropout.
         **kwargs: Standard layer arguments.
 
@@ -95,7 +103,10 @@ class AttentionDecoder(keras.layers.Layer):
         (arXiv:1508.04025); Xu et al. 2015, "Show, Attend and Tell"
         (arXiv:1502.03044); Tu et al. 2016, "Modeling Coverage for Neural Machine
         Translation" (arXiv:1601.04811); Press & Wolf 2017, "Using the Output
-        Embedding to Improve Language Models" (arXiv:1608.05859).
+        Embedding to Improve Language Models" (arXiv:1608.05859); Rennie et al. 2017,
+        "Self-critical Sequence Training for Image Captioning" (arXiv:1612.00563);
+        Anderson et al. 2018, "Bottom-Up and Top-Down Attention for Image Captioning
+        and Visual Question Answering" (arXiv:1707.07998).
     """
 
     def __init__(
@@ -113,6 +124,8 @@ class AttentionDecoder(keras.layers.Layer):
         use_coverage=False,
         use_gate=False,
         tie_embeddings=False,
+        memory_units=None,
+        memory_dropout=0.0,
         seed=None,
         **kwargs,
     ):
@@ -125,6 +138,10 @@ class AttentionDecoder(keras.layers.Layer):
             raise ValueError(f"`bridge` must be one of {BRIDGES}, got {bridge!r}")
         if attention is None and (use_coverage or use_gate):
             raise ValueError("`use_coverage` and `use_gate` need an attention layer.")
+        if memory_units is not None and int(memory_units) < 1:
+            raise ValueError(f"`memory_units` must be None or positive, got {memory_units}")
+        if not 0 <= memory_dropout < 1:
+            raise ValueError(f"`memory_dropout` must be in [0, 1), got {memory_dropout}")
         self.vocab_size = int(vocab_size)
         self.embedding_dim = int(embedding_dim)
         self.units = int(units)
@@ -137,6 +154,8 @@ class AttentionDecoder(keras.layers.Layer):
         self.use_coverage = use_coverage
         self.use_gate = use_gate
         self.tie_embeddings = tie_embeddings
+        self.memory_units = None if memory_units is None else int(memory_units)
+        self.memory_dropout = float(memory_dropout)
         self.seed = seed
 
         if isinstance(attention, dict):  # from get_config
@@ -151,7 +170,14 @@ class AttentionDecoder(keras.layers.Layer):
                 f"(BahdanauAttention(use_coverage=True)), got {attention.__class__.__name__}."
             )
         self.attention = attention
-        self.seed_generator = keras.random.SeedGenerator(seed) if dropout > 0 else None
+        self.seed_generator = (
+            keras.random.SeedGenerator(seed) if dropout > 0 or memory_dropout > 0 else None
+        )
+        self.memory_dense = None
+        if self.memory_units is not None:
+            self.memory_dense = keras.layers.Dense(
+                self.memory_units, activation="relu", dtype=self.dtype_policy, name="memory_dense"
+            )
 
         self.embedding = keras.layers.Embedding(
             vocab_size, embedding_dim, dtype=self.dtype_policy, name="embedding"
@@ -219,8 +245,11 @@ class AttentionDecoder(keras.layers.Layer):
         return context_shape[-1]
 
     def build(self, target_ids_shape, memory_shape, *args, **kwargs):
-        memory_dim = memory_shape[-1]
-        self.memory_dim = memory_dim
+        self.memory_dim = memory_dim = memory_shape[-1]  # what the decoder takes
+        if self.memory_dense is not None:
+            if not self.memory_dense.built:
+                self.memory_dense.build((None, None, memory_dim))
+            memory_dim = self.memory_units  # what the rest of it reads
         if not self.embedding.built:
             self.embedding.build(target_ids_shape)
         if self.attention is None:
@@ -257,6 +286,17 @@ class AttentionDecoder(keras.layers.Layer):
         self.built = True
 
     # -- state -----------------------------------------------------------------
+    def read_memory(self, memory, training=None):
+        """The memory as the rest of the decoder reads it: embedded with `memory_units`,
+        with `memory_dropout` in training; unchanged without either."""
+        if self.memory_dense is not None:
+            memory = self.memory_dense(memory)  # (batch, source_len, memory_units)
+        if training and self.memory_dropout > 0:
+            memory = keras.random.dropout(
+                memory, rate=self.memory_dropout, seed=self.seed_generator
+            )
+        return memory
+
     def get_initial_state(self, memory, memory_mask=None, encoder_state=None):
         """The decoder state before the first token: a flat tuple of tensors.
 
@@ -266,6 +306,9 @@ class AttentionDecoder(keras.layers.Layer):
         the query's position (`LocalAttention(local="monotonic")`). Every entry has the
         batch as its first axis, so search can reorder beams with one gather per entry.
         """
+        return self._initial_state(self.read_memory(memory), memory_mask, encoder_state)
+
+    def _initial_state(self, memory, memory_mask, encoder_state):
         batch = ops.shape(memory)[0]
         dtype = self.compute_dtype
         if self.bridge == "learned":
@@ -288,6 +331,9 @@ class AttentionDecoder(keras.layers.Layer):
 
     def prepare_memory(self, memory):
         """Projects the memory once per sequence: returns `(keys, values)` for `step`."""
+        return self._prepare(self.read_memory(memory))
+
+    def _prepare(self, memory):
         if self.attention is None:
             return memory, memory
         return self.attention.prepare_memory(memory)
@@ -421,8 +467,9 @@ class AttentionDecoder(keras.layers.Layer):
         training=None,
         return_sampling=False,
     ):
-        state = self.get_initial_state(memory, memory_mask, encoder_state)
-        keys, values = self.prepare_memory(memory)
+        memory = self.read_memory(memory, training)  # one dropout mask for both uses
+        state = self._initial_state(memory, memory_mask, encoder_state)
+        keys, values = self._prepare(memory)
         embedded = self._dropout(self.embedding(target_ids), training)  # (batch, T, E)
         sampling = None
         if training and self.attention is not None and self.attention.hard:
@@ -513,6 +560,8 @@ class AttentionDecoder(keras.layers.Layer):
                 "use_coverage": self.use_coverage,
                 "use_gate": self.use_gate,
                 "tie_embeddings": self.tie_embeddings,
+                "memory_units": self.memory_units,
+                "memory_dropout": self.memory_dropout,
                 "seed": self.seed,
             }
         )
