@@ -236,9 +236,8 @@ class Seq2Seq(GenerativeModel):
         """`(step_fn, state, constants, source_mask)` for a search (see `GenerativeModel`):
         the source encoded once, and the decoder's `step`."""
         memory, memory_mask, encoder_state = self.encode(source, training=False)
-        state = self.decoder.get_initial_state(memory, memory_mask, encoder_state)
-        keys, values = self.decoder.prepare_memory(memory)
         decoder = self.decoder
+        state, (keys, values) = decoder.initial_state_and_memory(memory, memory_mask, encoder_state)
 
         def step_fn(token_ids, state, constants):
             keys, values, memory_mask = constants

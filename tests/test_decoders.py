@@ -366,3 +366,19 @@ def test_memory_dropout_zeroes_or_rescales_what_the_decoder_reads(rng):
     kept = dropped != 0
     assert np.any(~kept & (read != 0))  # some dropped
     np.testing.assert_allclose(dropped[kept], 2 * read[kept], rtol=1e-5)
+
+
+def test_initial_state_and_memory_read_the_memory_once(rng):
+    decoder = make_decoder("memory-embedding-luong-dot")
+    target_ids, memory, memory_mask = batch(rng)
+    decoder(target_ids, memory, memory_mask=memory_mask)
+    calls = []
+    dense_call = decoder.memory_dense.call
+    decoder.memory_dense.call = lambda inputs: calls.append(1) or dense_call(inputs)
+    state, prepared = decoder.initial_state_and_memory(memory, memory_mask)
+    assert len(calls) == 1
+    expected_state = decoder.get_initial_state(memory, memory_mask)
+    expected_prepared = decoder.prepare_memory(memory)
+    expected = (*expected_state, *expected_prepared)
+    for got, want in zip((*state, *prepared), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)

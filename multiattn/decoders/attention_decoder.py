@@ -338,6 +338,12 @@ class AttentionDecoder(keras.layers.Layer):
             return memory, memory
         return self.attention.prepare_memory(memory)
 
+    def initial_state_and_memory(self, memory, memory_mask=None, encoder_state=None, training=None):
+        """`(state, (keys, values))`: `get_initial_state` and `prepare_memory` in one, the
+        memory read once (so in training both see the same `memory_dropout` mask)."""
+        memory = self.read_memory(memory, training)
+        return self._initial_state(memory, memory_mask, encoder_state), self._prepare(memory)
+
     # -- one step --------------------------------------------------------------
     def step(self, token_ids, state, memory, memory_mask=None):
         """Advances every sequence by one token (inference: no dropout).
@@ -467,9 +473,9 @@ class AttentionDecoder(keras.layers.Layer):
         training=None,
         return_sampling=False,
     ):
-        memory = self.read_memory(memory, training)  # one dropout mask for both uses
-        state = self._initial_state(memory, memory_mask, encoder_state)
-        keys, values = self._prepare(memory)
+        state, (keys, values) = self.initial_state_and_memory(
+            memory, memory_mask, encoder_state, training
+        )
         embedded = self._dropout(self.embedding(target_ids), training)  # (batch, T, E)
         sampling = None
         if training and self.attention is not None and self.attention.hard:
