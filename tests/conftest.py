@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,6 +31,21 @@ def _fresh_keras_state():
     keras.utils.set_random_seed(0)
     yield
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _temporary_files_in_pytest_directory(tmp_path_factory):
+    """What libraries leave in the temporary directory goes to pytest's, which pytest prunes.
+
+    TensorFlow Datasets makes a `tmp*tfds` directory for every dataset it mocks and
+    TensorFlow's autograph a file for every function it converts; neither is removed,
+    and CI reruns the suite on the same machine. Subprocesses inherit `TMPDIR`.
+    """
+    directory = str(tmp_path_factory.mktemp("tempfile"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", directory)
+        patch.setenv("TMPDIR", directory)
+        yield
 
 
 @pytest.fixture
