@@ -110,6 +110,10 @@ class CaptionConfig(
     embedding_dim: int = 64
     tie_embeddings: bool = cli.tie_embeddings_field()
     units: int = 128
+    layers: int = dataclasses.field(
+        default=1,
+        metadata={"help": "stacked LSTM layers in the decoder (attention reads the top one)"},
+    )
     dropout: float = 0.1
     learning_rate: float = 3e-3
     label_smoothing: float = 0.0
@@ -320,6 +324,7 @@ def build_model(config, encoder, vocabulary_size, compile_model=True):
         attention=attention,
         attention_order=config.attention_order,
         input_feeding=config.input_feeding,
+        num_layers=config.layers,
         dropout=config.dropout,
         use_gate=config.use_gate,
         tie_embeddings=config.tie_embeddings,

@@ -95,7 +95,9 @@ def make_optimizer(learning_rate, ema_decay=0.0):
 
 
 def check_attention(config):
-    """One-line errors for the attention flags, before anything runs."""
+    """One-line errors for the decoder's attention and layer flags, before anything runs."""
+    if config.layers < 1:
+        raise UsageError(f"--layers {config.layers}: must be 1 or more")
     window = getattr(config, "attention_window", 0)
     if window < 0:
         raise UsageError(f"--attention-window {window}: must be 0 (global) or more")

@@ -334,9 +334,11 @@ def test_model_flags_reach_the_model():
         tie_embeddings=True,
         memory_units=24,
         memory_dropout=0.4,
+        layers=2,
     )
     model = caption.build_model(config, keras.layers.Identity(), 20, compile_model=False)
     assert (model.decoder.memory_units, model.decoder.memory_dropout) == (24, 0.4)
+    assert model.decoder.num_layers == 2
     assert model.cross_entropy.label_smoothing == 0.1
     assert model.attention_penalty == 0.5
     assert model.decoder.tie_embeddings and model.decoder.output_dense is None
@@ -413,6 +415,7 @@ def test_self_critical_training_keeps_the_best_and_resumes(tmp_path, capsys):
             [*SELF_CRITICAL, "--self-critical-epochs", "1", "--self-critical-time-budget", "-1"],
             "--self-critical-time-budget -1.0: must be 0 (none) or more minutes",
         ),
+        (["--layers", "0"], "--layers 0: must be 1 or more"),
         (["--memory-units", "0"], "--memory-units 0: must be 1 or more"),
         (["--memory-dropout", "1"], "--memory-dropout 1.0: must be in [0, 1)"),
     ],

@@ -348,6 +348,8 @@ def test_clear_errors():
         AttentionDecoder(VOCAB, EMBEDDING, UNITS, attention="luong-dot", use_coverage=True)
     with pytest.raises(ValueError, match="need an attention layer"):
         AttentionDecoder(VOCAB, EMBEDDING, UNITS, attention=None, use_gate=True)
+    with pytest.raises(ValueError, match="num_layers"):
+        AttentionDecoder(VOCAB, EMBEDDING, UNITS, num_layers=0)
     with pytest.raises(ValueError, match="memory_units"):
         AttentionDecoder(VOCAB, EMBEDDING, UNITS, memory_units=0)
     with pytest.raises(ValueError, match="memory_dropout"):

@@ -227,9 +227,10 @@ def test_attention_window_trains_a_local_model(local, tmp_path, capsys):
         (["--attention-window", "2", "--hard-attention"], "local attention has no hard mode"),
         (["--attention-window", "2", "--attention", "none"], "needs an --attention other"),
         (["--hard-attention", "--attention", "none"], "--hard-attention needs an --attention"),
+        (["--layers", "0"], "--layers 0: must be 1 or more"),
     ],
 )
-def test_attention_window_errors(flags, message, tmp_path, capsys):
+def test_attention_and_layer_flag_errors(flags, message, tmp_path, capsys):
     from recipes import cli
 
     argv = ["train", "--num-train", "100", *TINY, *flags, "--out", str(tmp_path / "run")]

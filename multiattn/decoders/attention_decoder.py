@@ -138,6 +138,8 @@ class AttentionDecoder(keras.layers.Layer):
             raise ValueError(f"`bridge` must be one of {BRIDGES}, got {bridge!r}")
         if attention is None and (use_coverage or use_gate):
             raise ValueError("`use_coverage` and `use_gate` need an attention layer.")
+        if int(num_layers) < 1:
+            raise ValueError(f"`num_layers` must be at least 1, got {num_layers}")
         if memory_units is not None and int(memory_units) < 1:
             raise ValueError(f"`memory_units` must be None or positive, got {memory_units}")
         if not 0 <= memory_dropout < 1:
