@@ -13,7 +13,7 @@ LIBRARY_TESTS := multiattn tests/test_attention.py tests/test_decoders.py tests/
 # The CPU build of PyTorch (a CUDA build is several GB).
 TORCH := torch==2.13.0
 
-.PHONY: demo serve test test-fast test-backends lint clean
+.PHONY: demo serve test test-fast test-backends lint docs docs-serve clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ PARALLEL := -n 2 --dist loadfile
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q $(PARALLEL) --durations=15
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(PARALLEL) --durations=10 -m "not slow" $(LIBRARY_TESTS)
+	$(MAKE) --no-print-directory docs
+	$(MAKE) --no-print-directory test-install
+
+# The library on its own: `pip install . jax` in a fresh virtual environment in a temporary
+# directory (no TensorFlow), then on JAX the README's quickstart and a tiny Seq2Seq
+# (.ci/library_install_check.sh; about 1.5 minutes, most of it installing and compiling).
+.PHONY: test-install
+test-install:
+	PYTHON=$(PYTHON) bash .ci/library_install_check.sh
 
 # The edit-test loop: no recipe trainings, subprocesses or convergence runs.
 test-fast: $(INSTALLED)
@@ -51,8 +60,16 @@ test-backends: $(INSTALLED)
 		KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q $(LIBRARY_TESTS) || exit 1; \
 	done
 
+# The docs site (MkDocs, Material, mkdocstrings): strict, so a broken link or a reference
+# to a renamed function fails. NO_MKDOCS_2_WARNING quiets Material's banner about MkDocs 2.
+docs: $(INSTALLED)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(INSTALLED)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs build .pytest_cache

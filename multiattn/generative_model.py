@@ -92,21 +92,20 @@ class GenerativeModel(keras.Model):
             `attention` when the decoder attends (see `multiattn.search`); beam
             search adds a `num_return` axis after the batch axis.
 
-        Example:
-
-        >>> import numpy as np
-        >>> from multiattn import AttentionDecoder, BeamSearch, BiLSTMEncoder, Seq2Seq
-        >>> model = Seq2Seq(
-        ...     BiLSTMEncoder(vocab_size=20, embedding_dim=8, units=16),
-        ...     AttentionDecoder(vocab_size=20, embedding_dim=8, units=16),
-        ... )
-        >>> source = np.array([[5, 6, 7, 0], [8, 9, 0, 0], [4, 0, 0, 0]])
-        >>> model.generate(source, max_length=5)["tokens"].shape
-        (3, 5)
-        >>> beam = BeamSearch(beam_size=3, num_return=2)
-        >>> result = model.generate(source, search=beam, max_length=5)
-        >>> result["tokens"].shape, result["attention"].shape
-        ((3, 2, 5), (3, 2, 5, 4))
+        Examples:
+            >>> import numpy as np
+            >>> from multiattn import AttentionDecoder, BeamSearch, BiLSTMEncoder, Seq2Seq
+            >>> model = Seq2Seq(
+            ...     BiLSTMEncoder(vocab_size=20, embedding_dim=8, units=16),
+            ...     AttentionDecoder(vocab_size=20, embedding_dim=8, units=16),
+            ... )
+            >>> source = np.array([[5, 6, 7, 0], [8, 9, 0, 0], [4, 0, 0, 0]])
+            >>> model.generate(source, max_length=5)["tokens"].shape
+            (3, 5)
+            >>> beam = BeamSearch(beam_size=3, num_return=2)
+            >>> result = model.generate(source, search=beam, max_length=5)
+            >>> result["tokens"].shape, result["attention"].shape
+            ((3, 2, 5), (3, 2, 5, 4))
         """
         search = self._search_object(search)
         max_length = int(max_length)

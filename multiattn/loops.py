@@ -31,14 +31,13 @@ def scan(step, carry, sequence):
         `(carry, outputs)`: the last carry and the tuple of stacked outputs, each
         `(steps, ...)`.
 
-    Example:
-
-    >>> def step(total, x):
-    ...     total = total + x
-    ...     return total, (total, x * 2)
-    >>> total, (running, doubled) = scan(step, 0.0, keras.ops.arange(1.0, 5.0))
-    >>> float(total), keras.ops.convert_to_numpy(running).tolist()
-    (10.0, [1.0, 3.0, 6.0, 10.0])
+    Examples:
+        >>> def step(total, x):
+        ...     total = total + x
+        ...     return total, (total, x * 2)
+        >>> total, (running, doubled) = scan(step, 0.0, keras.ops.arange(1.0, 5.0))
+        >>> float(total), keras.ops.convert_to_numpy(running).tolist()
+        (10.0, [1.0, 3.0, 6.0, 10.0])
     """
     if keras.backend.backend() != "tensorflow":
         return ops.scan(step, carry, sequence)

@@ -1,14 +1,18 @@
 """Text-generation metrics: BLEU and chrF (sacreBLEU), CIDEr-D, BLEU by source length.
 
-Hypotheses and references are detokenised strings. References are either one string
-per hypothesis or a list of strings per hypothesis (several references, as in
-captioning).
+Hypotheses and references are strings, scored with sacreBLEU's own tokenizer: give them
+detokenised, or, for data that is tokenized on purpose (Multi30k's files), tokenized both
+alike with `warn_if_tokenized=False`. References are either one string per hypothesis or
+a list of strings per hypothesis (several references, as in captioning).
+
+BLEU and chrF need sacreBLEU, which the library itself does not install (it comes with
+`pip install 'multiattn[recipes]'`); CIDEr-D is computed here and needs nothing more.
 """
 
 import collections
 import math
 
-from sacrebleu.metrics import BLEU, CHRF
+from multiattn.optional_imports import require
 
 
 def _reference_streams(references):
@@ -18,7 +22,7 @@ def _reference_streams(references):
     return [[r[k] if k < len(r) else None for r in per_hypothesis] for k in range(max(most, 1))]
 
 
-def corpus_bleu(hypotheses, references, max_ngram_order=4):
+def corpus_bleu(hypotheses, references, max_ngram_order=4, warn_if_tokenized=True):
     """Corpus BLEU (0-100) with sacreBLEU's default `13a` tokenisation.
 
     Args:
@@ -26,11 +30,16 @@ def corpus_bleu(hypotheses, references, max_ngram_order=4):
         references: List of strings, or of lists of strings (several references).
         max_ngram_order: Highest n-gram order: 4 is the usual BLEU; BLEU-1..3 for
             captioning use 1..3.
+        warn_if_tokenized: Whether sacreBLEU logs its three-line warning ("It looks like
+            you forgot to detokenize your test data") when 100 or more hypotheses end in
+            " .". False for text tokenized on purpose, as Multi30k's files are (sacreBLEU's
+            `force`); the score is the same either way.
     """
     _check_lengths(hypotheses, references)
     if not hypotheses:
         return 0.0
-    bleu = BLEU(max_ngram_order=max_ngram_order)
+    sacrebleu_metrics = require("sacrebleu.metrics", "multiattn.metrics.corpus_bleu")
+    bleu = sacrebleu_metrics.BLEU(max_ngram_order=max_ngram_order, force=not warn_if_tokenized)
     return float(bleu.corpus_score(list(hypotheses), _reference_streams(references)).score)
 
 
@@ -39,10 +48,13 @@ def corpus_chrf(hypotheses, references):
     _check_lengths(hypotheses, references)
     if not hypotheses:
         return 0.0
-    return float(CHRF().corpus_score(list(hypotheses), _reference_streams(references)).score)
+    chrf = require("sacrebleu.metrics", "multiattn.metrics.corpus_chrf").CHRF()
+    return float(chrf.corpus_score(list(hypotheses), _reference_streams(references)).score)
 
 
-def bleu_by_length(hypotheses, references, source_lengths, edges=(10, 20, 30, 40)):
+def bleu_by_length(
+    hypotheses, references, source_lengths, edges=(10, 20, 30, 40), warn_if_tokenized=True
+):
     """Corpus BLEU per bucket of source length.
 
     Args:
@@ -50,6 +62,7 @@ def bleu_by_length(hypotheses, references, source_lengths, edges=(10, 20, 30, 40
         references: As for `corpus_bleu`.
         source_lengths: Length of each source (in words or tokens).
         edges: Upper edges of the buckets: `(10, 20)` gives `1-10`, `11-20`, `21+`.
+        warn_if_tokenized: As for `corpus_bleu`.
 
     Returns:
         A list of `{"bucket": "11-20", "low": 11, "high": 20, "count": n, "bleu": x}`
@@ -72,7 +85,9 @@ def bleu_by_length(hypotheses, references, source_lengths, edges=(10, 20, 30, 40
                     "high": high,
                     "count": len(chosen),
                     "bleu": corpus_bleu(
-                        [hypotheses[i] for i in chosen], [references[i] for i in chosen]
+                        [hypotheses[i] for i in chosen],
+                        [references[i] for i in chosen],
+                        warn_if_tokenized=warn_if_tokenized,
                     ),
                 }
             )
@@ -120,11 +135,10 @@ class CiderD:
         references: One string, or a list of strings, per corpus item (image).
         sigma: Width of the length penalty.
 
-    Example:
-
-    >>> scorer = CiderD([["a dog runs", "a brown dog runs"], ["two men sit"]])
-    >>> [round(score, 2) for score in scorer.scores(["a dog runs", "a dog runs"], [0, 1])]
-    [5.32, 0.0]
+    Examples:
+        >>> scorer = CiderD([["a dog runs", "a brown dog runs"], ["two men sit"]])
+        >>> [round(score, 2) for score in scorer.scores(["a dog runs", "a dog runs"], [0, 1])]
+        [5.32, 0.0]
     """
 
     def __init__(self, references, sigma=6.0):

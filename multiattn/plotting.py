@@ -1,13 +1,23 @@
-"""Pictures of attention: alignment heatmaps and attention over image regions."""
+"""Pictures of attention: alignment heatmaps and attention over image regions.
+
+The pictures need matplotlib, which the library itself does not install (it comes with
+`pip install 'multiattn[recipes]'`): it is imported when a picture is first drawn.
+"""
 
 import os
 
 import numpy as np
 
-# Figures are made with matplotlib's object API and drawn by the Agg canvas: no
-# pyplot, so importing this module leaves the user's matplotlib backend as it was.
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from multiattn.optional_imports import require
+
+
+def _figure(**kwargs):
+    """A new matplotlib `Figure(**kwargs)`, matplotlib imported at first use.
+
+    Figures are made with matplotlib's object API and drawn by the Agg canvas: no
+    pyplot, so drawing leaves the user's matplotlib backend as it was.
+    """
+    return require("matplotlib.figure", "multiattn.plotting").Figure(**kwargs)
 
 
 def plot_alignment(
@@ -31,7 +41,7 @@ def plot_alignment(
     weights = np.asarray(weights, dtype="float32")[: len(target_tokens), : len(source_tokens)]
     width = max(4.0, 0.45 * len(source_tokens) + 1.5)
     height = max(3.0, 0.4 * len(target_tokens) + 1.2)
-    figure = Figure(figsize=(width, height))
+    figure = _figure(figsize=(width, height))
     axes = figure.subplots()
     image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     axes.set_xticks(range(len(source_tokens)), source_tokens, rotation=90)
@@ -63,7 +73,7 @@ def plot_image_attention(image, weights, grid_shape, words, path, columns=5):
     words = list(words)[: len(weights)]
     panels = len(words) + 1
     rows = -(-panels // columns)
-    figure = Figure(figsize=(2.4 * columns, 2.5 * rows))
+    figure = _figure(figsize=(2.4 * columns, 2.5 * rows))
     axes = figure.subplots(rows, columns, squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
@@ -81,7 +91,7 @@ def plot_image_attention(image, weights, grid_shape, words, path, columns=5):
 
 def plot_lines(series, path, xlabel, ylabel, title=None):
     """Writes a line plot of `{label: (xs, ys)}` (for example BLEU by source length)."""
-    figure = Figure(figsize=(6, 4))
+    figure = _figure(figsize=(6, 4))
     axes = figure.subplots()
     for label, (xs, ys) in series.items():
         axes.plot(xs, ys, marker="o", label=label)
@@ -95,6 +105,9 @@ def plot_lines(series, path, xlabel, ylabel, title=None):
 
 
 def _save(figure, path):
+    # matplotlib is imported already: `figure` was made by `_figure`.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     FigureCanvasAgg(figure)

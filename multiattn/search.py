@@ -92,23 +92,22 @@ def greedy_search(
         `(batch,)` (both the summed log-probability), and `"attention"` float32
         `(batch, max_length, source_length)` or `None`.
 
-    Example:
-
-    >>> tables = ops.convert_to_tensor([[
-    ...     [0.1, 0.1, 0.1, 0.1, 0.6],  # after 0 (also the start token)
-    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (never fed)
-    ...     [0.2, 0.2, 0.2, 0.2, 0.2],  # after 2 (end)
-    ...     [0.1, 0.1, 0.7, 0.1, 0.0],  # after 3
-    ...     [0.1, 0.1, 0.1, 0.7, 0.0],  # after 4
-    ... ]])  # one sentence, vocabulary of 5, next-token probabilities
-    >>> def step_fn(token_ids, state, constants):
-    ...     (tables,) = constants  # (batch, vocab, vocab)
-    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
-    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
-    ...     return logits, state, None  # no state, no attention
-    >>> result = greedy_search(step_fn, (), (tables,), start_id=0, end_id=2, max_length=5)
-    >>> ops.convert_to_numpy(result["tokens"]).tolist(), int(result["lengths"][0])
-    ([[4, 3, 2, 0, 0]], 3)
+    Examples:
+        >>> tables = ops.convert_to_tensor([[
+        ...     [0.1, 0.1, 0.1, 0.1, 0.6],  # after 0 (also the start token)
+        ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (never fed)
+        ...     [0.2, 0.2, 0.2, 0.2, 0.2],  # after 2 (end)
+        ...     [0.1, 0.1, 0.7, 0.1, 0.0],  # after 3
+        ...     [0.1, 0.1, 0.1, 0.7, 0.0],  # after 4
+        ... ]])  # one sentence, vocabulary of 5, next-token probabilities
+        >>> def step_fn(token_ids, state, constants):
+        ...     (tables,) = constants  # (batch, vocab, vocab)
+        ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+        ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+        ...     return logits, state, None  # no state, no attention
+        >>> result = greedy_search(step_fn, (), (tables,), start_id=0, end_id=2, max_length=5)
+        >>> ops.convert_to_numpy(result["tokens"]).tolist(), int(result["lengths"][0])
+        ([[4, 3, 2, 0, 0]], 3)
     """
 
     def choose(log_probs, seed_state):
@@ -169,17 +168,16 @@ def sample(
         log-probabilities of the sampled tokens under the model itself (before the
         temperature and the top-k cut).
 
-    Example:
-
-    >>> tables = ops.ones((2, 6, 6)) / 6  # two sentences, uniform next-token probabilities
-    >>> def step_fn(token_ids, state, constants):
-    ...     (tables,) = constants  # (batch, vocab, vocab)
-    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
-    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
-    ...     return logits, state, None  # no state, no attention
-    >>> result = sample(step_fn, (), (tables,), start_id=0, end_id=1, max_length=4, seed=7)
-    >>> tuple(result["tokens"].shape)
-    (2, 4)
+    Examples:
+        >>> tables = ops.ones((2, 6, 6)) / 6  # two sentences, uniform next-token probabilities
+        >>> def step_fn(token_ids, state, constants):
+        ...     (tables,) = constants  # (batch, vocab, vocab)
+        ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+        ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+        ...     return logits, state, None  # no state, no attention
+        >>> result = sample(step_fn, (), (tables,), start_id=0, end_id=1, max_length=4, seed=7)
+        >>> tuple(result["tokens"].shape)
+        (2, 4)
     """
     if not temperature > 0:
         raise ValueError(f"`temperature` must be positive, got temperature={temperature}")
@@ -297,25 +295,24 @@ def beam_search(
         and `"attention"` float32 `(batch, num_return, max_length, source_length)` or
         `None`.
 
-    Example:
-
-    >>> tables = ops.convert_to_tensor([[
-    ...     [0.1, 0.1, 0.0, 0.45, 0.35],  # after 0 (also the start token)
-    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (end; fed only to finished beams)
-    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 2 (never fed)
-    ...     [0.2, 0.3, 0.0, 0.25, 0.25],  # after 3: greedy's first choice, then a dead end
-    ...     [0.05, 0.9, 0.0, 0.0, 0.05],  # after 4
-    ... ]])  # one sentence, vocabulary of 5, next-token probabilities
-    >>> def step_fn(token_ids, state, constants):
-    ...     (tables,) = constants  # (batch, vocab, vocab)
-    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
-    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
-    ...     return logits, state, None  # no state, no attention
-    >>> result = beam_search(
-    ...     step_fn, (), (tables,), start_id=0, end_id=1, beam_size=2, max_length=4
-    ... )
-    >>> ops.convert_to_numpy(result["tokens"]).tolist()
-    [[[4, 1, 0, 0]]]
+    Examples:
+        >>> tables = ops.convert_to_tensor([[
+        ...     [0.1, 0.1, 0.0, 0.45, 0.35],  # after 0 (also the start token)
+        ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (end; fed only to finished beams)
+        ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 2 (never fed)
+        ...     [0.2, 0.3, 0.0, 0.25, 0.25],  # after 3: greedy's first choice, then a dead end
+        ...     [0.05, 0.9, 0.0, 0.0, 0.05],  # after 4
+        ... ]])  # one sentence, vocabulary of 5, next-token probabilities
+        >>> def step_fn(token_ids, state, constants):
+        ...     (tables,) = constants  # (batch, vocab, vocab)
+        ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+        ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+        ...     return logits, state, None  # no state, no attention
+        >>> result = beam_search(
+        ...     step_fn, (), (tables,), start_id=0, end_id=1, beam_size=2, max_length=4
+        ... )
+        >>> ops.convert_to_numpy(result["tokens"]).tolist()
+        [[[4, 1, 0, 0]]]
 
     Reference:
         Wu et al., "Google's Neural Machine Translation System: Bridging the Gap
@@ -507,24 +504,23 @@ class GreedySearch(Search):
         `"lengths"` int32 `(batch,)`, `"log_probs"` and `"scores"` float32 `(batch,)`,
         `"attention"` float32 `(batch, max_length, source_length)` or `None`.
 
-    Example:
-
-    >>> tables = ops.convert_to_tensor([[
-    ...     [0.1, 0.1, 0.1, 0.1, 0.6],  # after 0 (also the start token)
-    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (never fed)
-    ...     [0.2, 0.2, 0.2, 0.2, 0.2],  # after 2 (end)
-    ...     [0.1, 0.1, 0.7, 0.1, 0.0],  # after 3
-    ...     [0.1, 0.1, 0.1, 0.7, 0.0],  # after 4
-    ... ]])  # one sentence, vocabulary of 5, next-token probabilities
-    >>> def step_fn(token_ids, state, constants):
-    ...     (tables,) = constants  # (batch, vocab, vocab)
-    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
-    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
-    ...     return logits, state, None  # no state, no attention
-    >>> search = GreedySearch()
-    >>> result = search(step_fn, (), (tables,), start_id=0, end_id=2, max_length=5)
-    >>> ops.convert_to_numpy(result["tokens"]).tolist()
-    [[4, 3, 2, 0, 0]]
+    Examples:
+        >>> tables = ops.convert_to_tensor([[
+        ...     [0.1, 0.1, 0.1, 0.1, 0.6],  # after 0 (also the start token)
+        ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (never fed)
+        ...     [0.2, 0.2, 0.2, 0.2, 0.2],  # after 2 (end)
+        ...     [0.1, 0.1, 0.7, 0.1, 0.0],  # after 3
+        ...     [0.1, 0.1, 0.1, 0.7, 0.0],  # after 4
+        ... ]])  # one sentence, vocabulary of 5, next-token probabilities
+        >>> def step_fn(token_ids, state, constants):
+        ...     (tables,) = constants  # (batch, vocab, vocab)
+        ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+        ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+        ...     return logits, state, None  # no state, no attention
+        >>> search = GreedySearch()
+        >>> result = search(step_fn, (), (tables,), start_id=0, end_id=2, max_length=5)
+        >>> ops.convert_to_numpy(result["tokens"]).tolist()
+        [[4, 3, 2, 0, 0]]
     """
 
     def __call__(
@@ -575,24 +571,23 @@ class BeamSearch(Search):
         `"log_probs"` float32 `(batch, num_return)`, `"attention"` float32
         `(batch, num_return, max_length, source_length)` or `None`.
 
-    Example:
-
-    >>> tables = ops.convert_to_tensor([[
-    ...     [0.1, 0.1, 0.0, 0.45, 0.35],  # after 0 (also the start token)
-    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (end; fed only to finished beams)
-    ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 2 (never fed)
-    ...     [0.2, 0.3, 0.0, 0.25, 0.25],  # after 3: greedy's first choice, then a dead end
-    ...     [0.05, 0.9, 0.0, 0.0, 0.05],  # after 4
-    ... ]])  # one sentence, vocabulary of 5, next-token probabilities
-    >>> def step_fn(token_ids, state, constants):
-    ...     (tables,) = constants  # (batch, vocab, vocab)
-    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
-    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
-    ...     return logits, state, None  # no state, no attention
-    >>> search = BeamSearch(beam_size=2, length_penalty=0.0, num_return=2)
-    >>> result = search(step_fn, (), (tables,), start_id=0, end_id=1, max_length=4)
-    >>> ops.convert_to_numpy(result["tokens"]).tolist()
-    [[[4, 1, 0, 0], [3, 1, 0, 0]]]
+    Examples:
+        >>> tables = ops.convert_to_tensor([[
+        ...     [0.1, 0.1, 0.0, 0.45, 0.35],  # after 0 (also the start token)
+        ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (end; fed only to finished beams)
+        ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 2 (never fed)
+        ...     [0.2, 0.3, 0.0, 0.25, 0.25],  # after 3: greedy's first choice, then a dead end
+        ...     [0.05, 0.9, 0.0, 0.0, 0.05],  # after 4
+        ... ]])  # one sentence, vocabulary of 5, next-token probabilities
+        >>> def step_fn(token_ids, state, constants):
+        ...     (tables,) = constants  # (batch, vocab, vocab)
+        ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+        ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+        ...     return logits, state, None  # no state, no attention
+        >>> search = BeamSearch(beam_size=2, length_penalty=0.0, num_return=2)
+        >>> result = search(step_fn, (), (tables,), start_id=0, end_id=1, max_length=4)
+        >>> ops.convert_to_numpy(result["tokens"]).tolist()
+        [[[4, 1, 0, 0], [3, 1, 0, 0]]]
     """
 
     def __init__(
@@ -685,19 +680,18 @@ class RandomSampling(Search):
         `"scores"` are the summed log-probabilities of the sampled tokens under the
         model itself (before the temperature and the top-k cut).
 
-    Example:
-
-    >>> tables = ops.ones((2, 6, 6)) / 6  # two sentences, uniform next-token probabilities
-    >>> def step_fn(token_ids, state, constants):
-    ...     (tables,) = constants  # (batch, vocab, vocab)
-    ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
-    ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
-    ...     return logits, state, None  # no state, no attention
-    >>> options = {"start_id": 0, "end_id": 1, "max_length": 4}
-    >>> first = RandomSampling(top_k=3, seed=7)(step_fn, (), (tables,), **options)
-    >>> again = RandomSampling(top_k=3, seed=7)(step_fn, (), (tables,), **options)
-    >>> bool(ops.all(first["tokens"] == again["tokens"]))
-    True
+    Examples:
+        >>> tables = ops.ones((2, 6, 6)) / 6  # two sentences, uniform next-token probabilities
+        >>> def step_fn(token_ids, state, constants):
+        ...     (tables,) = constants  # (batch, vocab, vocab)
+        ...     previous = ops.one_hot(token_ids, ops.shape(tables)[-1])  # (batch, vocab)
+        ...     logits = ops.log(ops.einsum("bv,bvw->bw", previous, tables))
+        ...     return logits, state, None  # no state, no attention
+        >>> options = {"start_id": 0, "end_id": 1, "max_length": 4}
+        >>> first = RandomSampling(top_k=3, seed=7)(step_fn, (), (tables,), **options)
+        >>> again = RandomSampling(top_k=3, seed=7)(step_fn, (), (tables,), **options)
+        >>> bool(ops.all(first["tokens"] == again["tokens"]))
+        True
     """
 
     def __init__(self, temperature=1.0, top_k=None, seed=None, min_length=0):
@@ -761,10 +755,9 @@ def get(identifier):
     Returns:
         A `Search`.
 
-    Example:
-
-    >>> get("beam").beam_size, get(BeamSearch(beam_size=5)).beam_size
-    (4, 5)
+    Examples:
+        >>> get("beam").beam_size, get(BeamSearch(beam_size=5)).beam_size
+        (4, 5)
     """
     if isinstance(identifier, Search):
         return identifier

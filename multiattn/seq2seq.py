@@ -68,20 +68,19 @@ class Seq2Seq(GenerativeModel):
     Returns:
         `(logits, alignment)` with the decoder's attention, logits alone without.
 
-    Example:
-
-    >>> import numpy as np
-    >>> from multiattn import AttentionDecoder, BeamSearch, BiLSTMEncoder
-    >>> encoder = BiLSTMEncoder(vocab_size=30, embedding_dim=8, units=16)
-    >>> decoder = AttentionDecoder(vocab_size=30, embedding_dim=8, units=16)
-    >>> model = Seq2Seq(encoder, decoder, start_id=1, end_id=2)
-    >>> model.compile(optimizer="adam")
-    >>> source = np.array([[5, 6, 7, 0], [8, 9, 0, 0]])
-    >>> target_in, target_out = np.array([[1, 7, 6, 5]]*2), np.array([[7, 6, 5, 2]]*2)
-    >>> history = model.fit((source, target_in), target_out, epochs=1, verbose=0)
-    >>> result = model.generate(source, search=BeamSearch(beam_size=4), max_length=6)
-    >>> result["tokens"].shape, result["attention"].shape
-    ((2, 1, 6), (2, 1, 6, 4))
+    Examples:
+        >>> import numpy as np
+        >>> from multiattn import AttentionDecoder, BeamSearch, BiLSTMEncoder
+        >>> encoder = BiLSTMEncoder(vocab_size=30, embedding_dim=8, units=16)
+        >>> decoder = AttentionDecoder(vocab_size=30, embedding_dim=8, units=16)
+        >>> model = Seq2Seq(encoder, decoder, start_id=1, end_id=2)
+        >>> model.compile(optimizer="adam")
+        >>> source = np.array([[5, 6, 7, 0], [8, 9, 0, 0]])
+        >>> target_in, target_out = np.array([[1, 7, 6, 5]]*2), np.array([[7, 6, 5, 2]]*2)
+        >>> history = model.fit((source, target_in), target_out, epochs=1, verbose=0)
+        >>> result = model.generate(source, search=BeamSearch(beam_size=4), max_length=6)
+        >>> result["tokens"].shape, result["attention"].shape
+        ((2, 1, 6), (2, 1, 6, 4))
     """
 
     def __init__(

@@ -28,17 +28,16 @@ class Seq2SeqEnsemble(GenerativeModel):
         log-probabilities `(batch, target_len, vocab)` and the first model's
         alignment (the log-probabilities alone when it has no attention).
 
-    Example:
-
-    >>> import numpy as np
-    >>> from multiattn import AttentionDecoder, BiLSTMEncoder, Seq2Seq
-    >>> models = [
-    ...     Seq2Seq(BiLSTMEncoder(20, 8, 16), AttentionDecoder(20, 8, 16)) for _ in range(2)
-    ... ]
-    >>> ensemble = Seq2SeqEnsemble(models)
-    >>> source = np.array([[5, 6, 7, 0], [8, 9, 0, 0]])
-    >>> ensemble.generate(source, search="beam", max_length=5)["tokens"].shape
-    (2, 1, 5)
+    Examples:
+        >>> import numpy as np
+        >>> from multiattn import AttentionDecoder, BiLSTMEncoder, Seq2Seq
+        >>> models = [
+        ...     Seq2Seq(BiLSTMEncoder(20, 8, 16), AttentionDecoder(20, 8, 16)) for _ in range(2)
+        ... ]
+        >>> ensemble = Seq2SeqEnsemble(models)
+        >>> source = np.array([[5, 6, 7, 0], [8, 9, 0, 0]])
+        >>> ensemble.generate(source, search="beam", max_length=5)["tokens"].shape
+        (2, 1, 5)
 
     Reference:
         Sutskever, Vinyals & Le 2014 and Luong, Pham & Manning 2015 report ensembles

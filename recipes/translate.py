@@ -369,7 +369,8 @@ def bleu_scorer(model, source_ids, pairs, target_vocabulary, config):
             model, source_ids, config.monitor_beam_size, max_length, config.length_penalty
         )
         hypotheses = target_vocabulary.decode(result["tokens"].tolist())
-        logs["val_bleu"] = metrics.corpus_bleu(hypotheses, references)
+        # Tokenized like the references, on purpose (see `evaluate`).
+        logs["val_bleu"] = metrics.corpus_bleu(hypotheses, references, warn_if_tokenized=False)
         print(f"    {label}: val BLEU {logs['val_bleu']:.2f} ({search})", flush=True)
 
     return cli.scorer_callback(score)
@@ -454,7 +455,11 @@ def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None)
         scores[name] = (result, hypotheses, time.time() - started)
     result, hypotheses, seconds = scores["beam"]
     source_lengths = [len(source.split()) for source, _ in pairs]
-    by_length = metrics.bleu_by_length(hypotheses, references, source_lengths)
+    # The translations are scored in the form of their references, tokenized when the
+    # data is (Multi30k's files): sacreBLEU's advice to detokenize them does not apply.
+    by_length = metrics.bleu_by_length(
+        hypotheses, references, source_lengths, warn_if_tokenized=False
+    )
     metrics_path = os.path.join(run, "metrics.json")
     values = cli.read_json(metrics_path)
     if len(runs) > 1:
@@ -463,8 +468,10 @@ def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None)
         {
             "split": split,
             "beam_size": beam_size,
-            "bleu": metrics.corpus_bleu(hypotheses, references),
-            "bleu_greedy": metrics.corpus_bleu(scores["greedy"][1], references),
+            "bleu": metrics.corpus_bleu(hypotheses, references, warn_if_tokenized=False),
+            "bleu_greedy": metrics.corpus_bleu(
+                scores["greedy"][1], references, warn_if_tokenized=False
+            ),
             "chrf": metrics.corpus_chrf(hypotheses, references),
             "bleu_by_length": by_length,
             "sentences": len(pairs),

@@ -40,6 +40,27 @@ def test_bleu_by_length_buckets():
     assert buckets[2]["bleu"] == 0.0
 
 
+def test_bleu_on_tokenized_text_warns_unless_told_and_scores_the_same(caplog):
+    """sacreBLEU warns ("forgot to detokenize") when 100 hypotheses end in " ."; with
+    `warn_if_tokenized=False` it does not, and the score is the same to the last bit."""
+    hypotheses = [f"a dog runs after ball {index} ." for index in range(100)]
+    references = [f"a dog runs after the ball {index} ." for index in range(100)]
+    lengths = [6] * 100
+    with caplog.at_level("WARNING", logger="sacrebleu"):
+        warned = metrics.corpus_bleu(hypotheses, references)
+        warned_by_length = metrics.bleu_by_length(hypotheses, references, lengths)
+    assert caplog.text.count("forgot to detokenize") == 2
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sacrebleu"):
+        quiet = metrics.corpus_bleu(hypotheses, references, warn_if_tokenized=False)
+        quiet_by_length = metrics.bleu_by_length(
+            hypotheses, references, lengths, warn_if_tokenized=False
+        )
+    assert caplog.text == ""
+    assert 0 < quiet == warned < 100
+    assert quiet_by_length == warned_by_length
+
+
 def test_cider_rewards_the_distinctive_caption():
     references = [
         ["a red circle above a blue square", "a red circle over a blue square"],

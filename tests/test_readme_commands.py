@@ -1,8 +1,8 @@
-"""The README's recipe commands parse, and their flags pass the recipes' own checks
-(`check_config`, which `train` runs before a run directory exists).
+"""The recipe commands of the README and the docs parse, and their flags pass the
+recipes' own checks (`check_config`, which `train` runs before a run directory exists).
 
-They are the commands we rerun on the withheld test sets: a flag renamed in a recipe
-must not leave one of them failing at its first line.
+The README's are the commands we rerun on the withheld test sets: a flag renamed in a
+recipe must not leave one of them, or a guide's example, failing at its first line.
 """
 
 import re
@@ -13,16 +13,19 @@ import pytest
 
 from recipes import caption, cli, translate
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 RECIPES = {"recipes.translate": translate, "recipes.caption": caption}
 CONFIGS = {"recipes.translate": translate.TranslateConfig, "recipes.caption": caption.CaptionConfig}
 
 
-def readme_commands():
-    """`(module, argv)` of every recipe command in the README's bash blocks, but the
+def readme_commands(pages=(README,)):
+    """`(module, argv)` of every recipe command in the bash blocks of `pages`, but the
     usage lines with placeholders (`[--flag N]`, `DIR`, `...`)."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+    blocks = [b for page in pages for b in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S)]
+    for block in blocks:
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
             if "-m" not in words or words[words.index("-m") + 1] not in RECIPES:
@@ -36,11 +39,11 @@ def readme_commands():
     return commands
 
 
-COMMANDS = readme_commands()
+COMMANDS = readme_commands(PAGES)
 
 
 def test_the_readme_has_the_result_commands():
-    trained = [argv for module, argv in COMMANDS if argv[:1] == ["train"]]
+    trained = [argv for module, argv in readme_commands() if argv[:1] == ["train"]]
     assert {"runs/multi30k_bahdanau", "runs/flickr8k"} <= {
         argv[argv.index("--out") + 1] for argv in trained if "--out" in argv
     }

@@ -19,11 +19,10 @@ def get(identifier, units=128, **kwargs):
             the projection size of `key-value` (both keys and values).
         **kwargs: Passed to the layer's constructor (`dropout`, `use_coverage`, ...).
 
-    Example:
-
-    >>> layer = get("luong-general", use_scale=True)
-    >>> layer.score_mode
-    'general'
+    Examples:
+        >>> layer = get("luong-general", use_scale=True)
+        >>> layer.score_mode
+        'general'
     """
     if isinstance(identifier, BaseAttention):
         return identifier

@@ -24,20 +24,18 @@ class BahdanauAttention(BaseAttention):
         bias_initializer: Initializer of `b`.
         dropout: Fraction of attention weights dropped during training.
         seed: Seed of the dropout and of hard attention's sampling.
-        hard, hard_inference, expectation_rate: Hard (stochastic) attention, see
-            `BaseAttention`.
-        **kwargs: Standard layer arguments.
+        **kwargs: `hard`, `hard_inference` and `expectation_rate` (hard,
+            stochastic attention: see `BaseAttention`) and standard layer arguments.
 
     Call arguments and returns: see `BaseAttention`.
 
-    Example:
-
-    >>> layer = BahdanauAttention(units=16)
-    >>> query = keras.random.normal((2, 3, 8))
-    >>> value = keras.random.normal((2, 5, 12))
-    >>> context, weights = layer(query, value)
-    >>> tuple(context.shape), tuple(weights.shape)
-    ((2, 3, 12), (2, 3, 5))
+    Examples:
+        >>> layer = BahdanauAttention(units=16)
+        >>> query = keras.random.normal((2, 3, 8))
+        >>> value = keras.random.normal((2, 5, 12))
+        >>> context, weights = layer(query, value)
+        >>> tuple(context.shape), tuple(weights.shape)
+        ((2, 3, 12), (2, 3, 5))
 
     Reference:
         Bahdanau, Cho & Bengio, "Neural Machine Translation by Jointly Learning to

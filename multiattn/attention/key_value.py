@@ -22,21 +22,19 @@ class KeyValueAttention(BaseAttention):
         bias_initializer: Initializer of the biases.
         dropout: Fraction of attention weights dropped during training.
         seed: Seed of the dropout and of hard attention's sampling.
-        hard, hard_inference, expectation_rate: Hard (stochastic) attention, see
-            `BaseAttention`.
-        **kwargs: Standard layer arguments.
+        **kwargs: `hard`, `hard_inference` and `expectation_rate` (hard,
+            stochastic attention: see `BaseAttention`) and standard layer arguments.
 
     Call arguments and returns: see `BaseAttention`; the context has
     `value_units` features.
 
-    Example:
-
-    >>> layer = KeyValueAttention(key_units=16, value_units=4)
-    >>> query = keras.random.normal((2, 3, 8))
-    >>> value = keras.random.normal((2, 5, 12))
-    >>> context, weights = layer(query, value)
-    >>> tuple(context.shape), tuple(weights.shape)
-    ((2, 3, 4), (2, 3, 5))
+    Examples:
+        >>> layer = KeyValueAttention(key_units=16, value_units=4)
+        >>> query = keras.random.normal((2, 3, 8))
+        >>> value = keras.random.normal((2, 5, 12))
+        >>> context, weights = layer(query, value)
+        >>> tuple(context.shape), tuple(weights.shape)
+        ((2, 3, 4), (2, 3, 5))
 
     Reference:
         Daniluk, Rocktäschel, Welbl & Riedel, "Frustratingly Short Attention Spans

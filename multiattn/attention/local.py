@@ -44,15 +44,14 @@ class LocalAttention(BaseAttention):
     Returns:
         `(context, weights)`, see `BaseAttention`; weights are zero outside the window.
 
-    Example:
-
-    >>> from multiattn.attention import LuongAttention
-    >>> layer = LocalAttention(LuongAttention("general"), window=2, local="monotonic")
-    >>> query = keras.random.normal((2, 3, 8))
-    >>> value = keras.random.normal((2, 9, 8))
-    >>> context, weights = layer(query, value)
-    >>> [int(n) for n in keras.ops.sum(keras.ops.cast(weights[0] > 0, "int32"), axis=-1)]
-    [3, 4, 5]
+    Examples:
+        >>> from multiattn.attention import LuongAttention
+        >>> layer = LocalAttention(LuongAttention("general"), window=2, local="monotonic")
+        >>> query = keras.random.normal((2, 3, 8))
+        >>> value = keras.random.normal((2, 9, 8))
+        >>> context, weights = layer(query, value)
+        >>> [int(n) for n in keras.ops.sum(keras.ops.cast(weights[0] > 0, "int32"), axis=-1)]
+        [3, 4, 5]
 
     Reference:
         Luong, Pham & Manning, "Effective Approaches to Attention-based Neural

@@ -90,13 +90,12 @@ class AttentionDecoder(keras.layers.Layer):
         softmax weights, also where hard attention sampled); the logits alone
         without attention; with `return_sampling`, the record follows.
 
-    Example:
-
-    >>> decoder = AttentionDecoder(vocab_size=20, embedding_dim=8, units=16)
-    >>> memory = keras.random.normal((2, 7, 12))
-    >>> logits, alignment = decoder(keras.ops.ones((2, 5), "int32"), memory)
-    >>> tuple(logits.shape), tuple(alignment.shape)
-    ((2, 5, 20), (2, 5, 7))
+    Examples:
+        >>> decoder = AttentionDecoder(vocab_size=20, embedding_dim=8, units=16)
+        >>> memory = keras.random.normal((2, 7, 12))
+        >>> logits, alignment = decoder(keras.ops.ones((2, 5), "int32"), memory)
+        >>> tuple(logits.shape), tuple(alignment.shape)
+        ((2, 5, 20), (2, 5, 7))
 
     Reference:
         Bahdanau, Cho & Bengio 2014 (arXiv:1409.0473); Luong, Pham & Manning 2015

@@ -25,12 +25,11 @@ class PlainDecoder(AttentionDecoder):
         seed: Seed of the dropout.
         **kwargs: Standard layer arguments.
 
-    Example:
-
-    >>> decoder = PlainDecoder(vocab_size=20, embedding_dim=8, units=16)
-    >>> logits = decoder(keras.ops.ones((2, 5), "int32"), keras.ops.ones((2, 7, 4)))
-    >>> tuple(logits.shape)
-    (2, 5, 20)
+    Examples:
+        >>> decoder = PlainDecoder(vocab_size=20, embedding_dim=8, units=16)
+        >>> logits = decoder(keras.ops.ones((2, 5), "int32"), keras.ops.ones((2, 7, 4)))
+        >>> tuple(logits.shape)
+        (2, 5, 20)
 
     Reference:
         Sutskever, Vinyals & Le, "Sequence to Sequence Learning with Neural

@@ -38,13 +38,12 @@ class BiLSTMEncoder(keras.layers.Layer):
         final_state `(h, c)`, each `(batch, units)`, the top layer's final forward
         and backward states concatenated, to initialise a decoder of `units` cells.
 
-    Example:
-
-    >>> encoder = BiLSTMEncoder(vocab_size=100, embedding_dim=8, units=16)
-    >>> token_ids = keras.ops.convert_to_tensor([[5, 7, 9, 0], [3, 4, 0, 0]])
-    >>> memory, memory_mask, (h, c) = encoder(token_ids)
-    >>> tuple(memory.shape), tuple(memory_mask.shape), tuple(h.shape), tuple(c.shape)
-    ((2, 4, 16), (2, 4), (2, 16), (2, 16))
+    Examples:
+        >>> encoder = BiLSTMEncoder(vocab_size=100, embedding_dim=8, units=16)
+        >>> token_ids = keras.ops.convert_to_tensor([[5, 7, 9, 0], [3, 4, 0, 0]])
+        >>> memory, memory_mask, (h, c) = encoder(token_ids)
+        >>> tuple(memory.shape), tuple(memory_mask.shape), tuple(h.shape), tuple(c.shape)
+        ((2, 4, 16), (2, 4), (2, 16), (2, 16))
 
     Reference:
         Bahdanau, Cho & Bengio, "Neural Machine Translation by Jointly Learning to

@@ -103,12 +103,11 @@ class ImageGridEncoder(keras.layers.Layer):
             that layer and from it on, as two `keras.Model`s that share the backbone's
             layers (None without it).
 
-    Example:
-
-    >>> encoder = ImageGridEncoder("small_cnn", units=16, filters=(8, 16))
-    >>> regions = encoder(keras.random.uniform((2, 32, 32, 3), maxval=255.0))
-    >>> tuple(regions.shape), encoder.grid_shape((32, 32))
-    ((2, 64, 16), (8, 8))
+    Examples:
+        >>> encoder = ImageGridEncoder("small_cnn", units=16, filters=(8, 16))
+        >>> regions = encoder(keras.random.uniform((2, 32, 32, 3), maxval=255.0))
+        >>> tuple(regions.shape), encoder.grid_shape((32, 32))
+        ((2, 64, 16), (8, 8))
 
     Reference:
         Xu et al., "Show, Attend and Tell: Neural Image Caption Generation with
