@@ -9,6 +9,7 @@ trained run on real data, an exported model) is marked on the line before its fe
 import contextlib
 import importlib.util
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,13 @@ def test_every_results_file_is_shown_on_a_page():
         for name in hooks.CSV_TABLE.findall(page.read_text(encoding="utf-8")):
             shown.add((page.parent / name).resolve())
     assert shown == {path.resolve() for path in (ROOT / "docs/results/data").glob("*.csv")}
+
+
+def test_the_readme_links_to_files_that_exist():
+    """The docs' links are checked by `mkdocs build --strict`; the README's here."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [target.split("#")[0] for target in targets if "://" not in target]
+    assert len(local) > 20  # the docs pages, pictures, LICENSE, CHANGELOG.md, CITATION.cff
+    missing = [target for target in local if not (ROOT / target).exists()]
+    assert not missing, missing
