@@ -4,7 +4,8 @@
     python -m recipes.caption train [--data D] [--backbone NAME --weights W] ...
     python -m recipes.caption evaluate --run DIR [--beam-size N] [--split test]
     python -m recipes.caption evaluate --run DIR --run DIR2 ...  # an ensemble, in DIR/ensemble/
-    python -m recipes.caption caption --run DIR [--beam-size N] [--attention-png DIR] IMAGE ...
+    python -m recipes.caption caption --run DIR [--beam-size N] [--length-penalty A]
+        [--attention-png DIR] IMAGE ...
     python -m recipes.caption export --run DIR --out DIR     # SavedModel: image bytes in, text out
 
 `--data`: none (generated scenes of coloured shapes), a Flickr8k directory
@@ -49,6 +50,13 @@ class CaptionConfig(
     )
     alpha: float | None = dataclasses.field(
         default=None, metadata={"help": "MobileNet width multiplier (0.25 for the shared file)"}
+    )
+    feature_layer: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "take the grid from this backbone layer, not the last one "
+            "(block_13_expand_relu: MobileNetV2's 14x14 grid at 224 px; none: the last)"
+        },
     )
     fine_tune: bool = dataclasses.field(
         default=False, metadata={"help": "train the whole backbone (no feature cache)"}
@@ -303,8 +311,34 @@ def make_encoder(config, from_frozen_features=False):
         coordinates=config.coordinates,
         fine_tune_from=config.fine_tune_from,
         from_frozen_features=from_frozen_features,
+        feature_layer=config.feature_layer,
         **({"filters": (32, 64, 128)} if config.backbone == "small_cnn" else {}),
     )
+
+
+def check_backbone_layers(config):
+    """One-line errors for `--feature-layer` and `--fine-tune-from` names, before any
+    image is read: the backbone's architecture is built (without weights) to check them.
+
+    It runs TensorFlow ops: call it after `runtime.start_training`, not in `check_config`.
+    """
+    if config.feature_layer is None and config.fine_tune_from is None:
+        return
+    from multiattn import ImageGridEncoder
+
+    try:
+        encoder = ImageGridEncoder(
+            config.backbone,
+            alpha=config.alpha,
+            feature_layer=config.feature_layer,
+            fine_tune_from=config.fine_tune_from,
+        )
+        encoder.build((None, None, None, 3))
+    except ValueError as error:
+        message = str(error)
+        for argument in ("feature_layer", "fine_tune_from"):  # as the flags are named
+            message = message.replace(f"{argument}=", f"--{argument.replace('_', '-')} ")
+        raise cli.UsageError(message) from None
 
 
 def uses_feature_cache(config):
@@ -359,6 +393,8 @@ def grid_features(encoder, images, cache_directory, batch_size=64):
         f"{encoder.backbone}-{encoder.backbone_weights}-{encoder.alpha}-"
         f"{encoder.coordinates}-{images.shape[1]}-{PIXELS_VERSION}"
     )
+    if encoder.feature_layer is not None:  # old runs' keys stay those of the last layer
+        key += f"-at-{encoder.feature_layer}"
     if encoder.fine_tune_from is not None:  # the frozen layers' output, before the rest
         key += f"-before-{encoder.fine_tune_from}"
     cache = FeatureCache(cache_directory, key)
@@ -394,6 +430,7 @@ def train(config, run):
     check_config(config)
     # First: a multi-worker strategy, or a CPU split into devices, precedes any TF op.
     strategy, run = runtime.start_training(config, run)  # only the chief writes the run
+    check_backbone_layers(config)  # before the images load, which may take minutes
     keras.utils.set_random_seed(config.seed)
     started = time.time()
     data = load_splits(config, ("train", "val"))
@@ -450,6 +487,9 @@ def train(config, run):
         # A tensor made here is captured by reference; a NumPy array would be copied
         # into the graph of the map function.
         source = tf.constant(sources[split])  # uint8 pixels or float16 features
+        # Cast batch by batch, to what the model computes in (float32, or bfloat16 /
+        # float16 with --mixed-precision): cached features stay float16 in memory.
+        source_dtype = model.compute_dtype
         mirror_words = tf.constant(mirrored_word_ids(vocabulary), dtype=target_in.dtype)
 
         def gather(index, t_in, t_out):
@@ -460,7 +500,7 @@ def train(config, run):
                     tf.where(mirrored[:, None], tf.gather(mirror_words, ids), ids)
                     for ids in (t_in, t_out)
                 )
-            return (tf.cast(tf.gather(source, index), "float32"), t_in), t_out
+            return (tf.cast(tf.gather(source, index), source_dtype), t_in), t_out
 
         data_set = tf.data.Dataset.from_tensor_slices((image_indices, target_in, target_out))
         if shuffle:
@@ -550,7 +590,7 @@ def initial_run(config):
             f"--init-from: {config.init_from} fine-tuned its backbone from {tuned}; "
             f"pass --fine-tune-from {tuned} to keep those layers"
         )
-    for field in ("backbone", "alpha", "image_size", "coordinates"):
+    for field in ("backbone", "alpha", "feature_layer", "image_size", "coordinates"):
         if getattr(initial_config, field) != getattr(config, field):
             raise cli.UsageError(
                 f"--init-from: {config.init_from} was trained with --{field.replace('_', '-')}"
@@ -750,7 +790,9 @@ def save_attention_pictures(data, result, hypotheses, grid, run, split, count):
     ]
 
 
-def caption(run, images, beam_size=None, attention_png=None):
+def caption(run, images, beam_size=None, attention_png=None, length_penalty=None):
+    """Prints the caption of each image file; beam size and length penalty are the run's
+    unless given, as in `evaluate`, so that both give the same caption."""
     from recipes.data.image_files import load_images
 
     config, model, vocabulary = load_run(run)
@@ -762,7 +804,7 @@ def caption(run, images, beam_size=None, attention_png=None):
         raise cli.UsageError(f"no readable image among the arguments: {reasons}{more}")
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    result = generate_captions(model, pixels.astype("float32"), config, beam_size)
+    result = generate_captions(model, pixels.astype("float32"), config, beam_size, length_penalty)
     hypotheses = decode_captions(vocabulary, result["tokens"])
     for index, text in zip(kept, hypotheses, strict=True):
         print(f"{images[index]}\t{text}")
@@ -789,6 +831,9 @@ def parse(argv):
     caption_parser = commands.add_parser("caption", help="caption image files")
     caption_parser.add_argument("--run", required=True)
     caption_parser.add_argument("--beam-size", type=int)
+    caption_parser.add_argument(
+        "--length-penalty", type=float, help="beam search's GNMT alpha (default: the run's)"
+    )
     caption_parser.add_argument("--attention-png", help="directory for attention pictures")
     caption_parser.add_argument("images", nargs="+", metavar="IMAGE")
     return parser.parse_args(argv)
@@ -818,7 +863,7 @@ def main(argv=None):
             length_penalty=config.length_penalty,
         )
         return 0
-    caption(args.run, args.images, args.beam_size, args.attention_png)
+    caption(args.run, args.images, args.beam_size, args.attention_png, args.length_penalty)
     return 0
 
 

@@ -1,7 +1,10 @@
 """The captioning recipe end to end on tiny configurations, and its error messages."""
 
+import contextlib
+import io
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -88,12 +91,20 @@ def write_flickr(directory):
     (directory / "captions.token.txt").write_text("".join(lines), encoding="utf-8")
 
 
-def test_train_on_flickr8k_layout(tmp_path, capsys):
-    data = tmp_path / "flickr"
-    write_flickr(data)
-    run = tmp_path / "run"
-    assert caption.main(["--data", str(data), *TINY, "--out", str(run)]) == 0
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def flickr_run(tmp_path_factory):
+    """`(run, stdout)`: a run trained and evaluated on a tiny Flickr8k layout."""
+    directory = tmp_path_factory.mktemp("flickr")
+    write_flickr(directory / "flickr")
+    run = directory / "run"
+    argv = ["--data", str(directory / "flickr"), *TINY, "--out", str(run)]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert caption.main(argv) == 0
+    return run, out.getvalue()
+
+
+def test_train_on_flickr8k_layout(flickr_run):
+    run, out = flickr_run
     assert "skipped 1 caption record(s): missing image" in out
     metrics = json.loads((run / "metrics.json").read_text())
     assert "exact_match" not in metrics and "cider" in metrics
@@ -106,8 +117,42 @@ def test_train_on_flickr8k_layout(tmp_path, capsys):
     assert cider(hypotheses, references) == pytest.approx(metrics["cider"])
 
 
+def test_caption_takes_the_beam_and_length_penalty_of_evaluate(
+    flickr_run, tmp_path, capsys, monkeypatch
+):
+    """`caption --beam-size B --length-penalty A` gives the caption `evaluate` gives."""
+    run = tmp_path / "run"  # a copy: evaluate rewrites the metrics of the run it scores
+    shutil.copytree(flickr_run[0], run)
+    penalties = []
+    generate_captions = caption.generate_captions
+
+    def recording(model, images, config, beam_size, length_penalty=None, nbest=False):
+        penalties.append(config.length_penalty if length_penalty is None else length_penalty)
+        return generate_captions(model, images, config, beam_size, length_penalty, nbest)
+
+    monkeypatch.setattr(caption, "generate_captions", recording)
+    settings = ["--beam-size", "3", "--length-penalty", "1.5"]
+    # The train split: the tiny corpus's largest (10 images).
+    assert caption.main(["evaluate", "--run", str(run), "--split", "train", *settings]) == 0
+    rows = [line.split("\t") for line in (run / "train_captions.tsv").read_text().splitlines()]
+    images = [name for name, _ in rows]  # the image files' paths
+    assert len(images) > 1 and all(pathlib.Path(image).is_file() for image in images)
+    capsys.readouterr()
+    assert caption.main(["caption", "--run", str(run), *settings, *images]) == 0
+    printed = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert printed == [[image, text] for image, (_, text) in zip(images, rows, strict=True)]
+    # Without the flag, the run's stored default (0.0 here), as evaluate's.
+    assert caption.main(["caption", "--run", str(run), "--beam-size", "3", images[0]]) == 0
+    assert penalties == [1.5, 1.5, 0.0]
+
+
+FINER_GRID = "conv_pw_11_relu"  # MobileNet's stride-16 grid: 2 x 2 at 32 px, not 1 x 1
+
+
 @pytest.mark.parametrize(
-    "decoder_flags", [[], ["--memory-units", "8", "--memory-dropout", "0.2"]], ids=["", "embedded"]
+    "decoder_flags",
+    [[], ["--memory-units", "8", "--memory-dropout", "0.2", "--feature-layer", FINER_GRID]],
+    ids=["", "embedded-finer-grid"],
 )
 def test_frozen_pretrained_backbone_caches_features(decoder_flags, tmp_path, capsys):
     import keras
@@ -131,12 +176,27 @@ def test_frozen_pretrained_backbone_caches_features(decoder_flags, tmp_path, cap
         str(run),
     ]
     assert caption.main(argv) == 0
-    assert list((run / "features").rglob("*.npy"))
+    files = list((run / "features").rglob("*.npy"))
+    assert len(files) == 64 + 16
     # The saved model takes images: it reloads and captions without the cache.
     assert caption.main(["evaluate", "--run", str(run)]) == 0
     assert "BLEU-4" in capsys.readouterr().out
-    # A training stopped early leaves the decoder on features as model.keras: refused.
+
+    # float16 on disk and in memory, within float16's rounding of the float32 regions.
     config, model, vocabulary = caption.load_run(str(run))
+    feature_layer = FINER_GRID if "--feature-layer" in decoder_flags else None
+    assert config.feature_layer == model.encoder.feature_layer == feature_layer
+    regions, channels = (4, 128) if feature_layer else (1, 256)  # alpha 0.25
+    assert np.load(files[0]).dtype == np.float16
+    assert np.load(files[0]).shape == (regions, channels + 2)  # and the coordinates
+    images = caption.load_splits(config, ("val",))["val"].images
+    cached = caption.grid_features(model.encoder, images, run / "features")
+    assert len(list((run / "features").rglob("*.npy"))) == len(files)  # all from the cache
+    assert cached.dtype == np.float16
+    expected = np.asarray(model.encoder(images.astype("float32")))
+    np.testing.assert_allclose(cached.astype("float32"), expected, rtol=2**-11, atol=1e-7)
+
+    # A training stopped early leaves the decoder on features as model.keras: refused.
     decoder_only = caption.build_model(config, keras.layers.Identity(), len(vocabulary))
     decoder_only.build(((None, 2, model.decoder.memory_dim), (None, None)))
     decoder_only.save(run / "model.keras")
@@ -285,6 +345,7 @@ def test_grid_features_are_computed_again_for_new_pixels(tmp_path, monkeypatch):
 
     class Encoder:  # what `grid_features` reads of an `ImageGridEncoder`
         backbone, backbone_weights, alpha, coordinates, fine_tune_from = "cnn", None, None, 0, None
+        feature_layer = None
 
         def __call__(self, batch, training=False):
             computed.extend(batch)
@@ -418,6 +479,18 @@ def test_self_critical_training_keeps_the_best_and_resumes(tmp_path, capsys):
         (["--layers", "0"], "--layers 0: must be 1 or more"),
         (["--memory-units", "0"], "--memory-units 0: must be 1 or more"),
         (["--memory-dropout", "1"], "--memory-dropout 1.0: must be in [0, 1)"),
+        (
+            ["--feature-layer", "relu_9"],
+            "--feature-layer 'relu_9' is not a layer of the 'small_cnn' backbone; close names: "
+            "relu_2, relu_1, relu_0; its 12 layers end with",
+        ),
+        (
+            [
+                *("--backbone", "mobilenet", "--alpha", "0.25", "--weights", "w.weights.h5"),
+                *("--feature-layer", FINER_GRID, "--fine-tune-from", "conv_dw_12"),
+            ],
+            "--fine-tune-from 'conv_dw_12' comes after --feature-layer 'conv_pw_11_relu'",
+        ),
     ],
 )
 def test_bad_flags_are_checked_first(flags, message, tmp_path, capsys):

@@ -647,3 +647,20 @@ def test_feature_cache_refuses_features_beyond_float16(tmp_path):
     cache = FeatureCache(tmp_path, "huge", 4)
     with pytest.raises(ValueError, match="float16"):
         cache.get_or_compute(["a"], lambda i: np.zeros((1, 4)), lambda x: x + 1e6)
+
+
+def test_feature_cache_reads_a_float32_file_as_float16_and_halves_it(tmp_path):
+    encoder = _CountingEncoder()
+    cache = FeatureCache(tmp_path, "small-cnn-v1", 4)
+    computed = encoder.compute(encoder.images(range(5)))  # float32
+    for key, features in zip(KEYS, computed, strict=True):  # as a float32 cache holds them
+        path = cache.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, features)
+    encoder.computed = 0
+    features = cache.get_or_compute(KEYS, encoder.images, encoder.compute)
+    assert encoder.computed == 0 and features.dtype == np.float16
+    np.testing.assert_array_equal(features, computed.astype(np.float16))
+    # Written again in float16: 16 x 3 values of 2 bytes plus the .npy header.
+    assert np.load(cache.path(KEYS[0])).dtype == np.float16
+    assert cache.path(KEYS[0]).stat().st_size <= 16 * 3 * 2 + 128

@@ -509,3 +509,101 @@ def test_fine_tune_from_rejects_a_layer_it_cannot_cut_at(backbone, arguments, me
 def test_fine_tune_from_rejects_conflicting_arguments(arguments, message):
     with pytest.raises(ValueError, match=message):
         ImageGridEncoder("mobilenet", **arguments)
+
+
+# -- a grid from an intermediate layer ----------------------------------------------------
+FEATURE_LAYER = "block_13_expand_relu"  # MobileNetV2's 14 x 14 grid at 224 px
+
+
+@pytest.fixture
+def mobilenet_v2_weights(tmp_path):
+    """A MobileNetV2 (alpha 0.35) weights file and the model that wrote it."""
+    source = keras.applications.MobileNetV2(
+        alpha=0.35, include_top=False, weights=None, input_shape=(None, None, 3)
+    )
+    # Random BatchNorm statistics, so that weights not loaded would show.
+    for layer in source.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            mean = np.random.default_rng(2).normal(size=layer.moving_mean.shape)
+            layer.moving_mean.assign(mean.astype("float32"))
+    path = tmp_path / "mobilenet_v2.weights.h5"
+    source.save_weights(path)
+    return path, source
+
+
+def test_feature_layer_regions_are_that_layers_output(mobilenet_v2_weights):
+    path, source = mobilenet_v2_weights
+    encoder = ImageGridEncoder(
+        "mobilenet_v2", alpha=0.35, weights=path, feature_layer=FEATURE_LAYER
+    )
+    images = _images(64)
+    regions = _numpy(encoder(images))
+    assert regions.shape == (2, 4 * 4, 192)  # stride 16: a 4 x 4 grid at 64 px
+    assert encoder.grid_shape((64, 64)) == (4, 4)
+    assert encoder.grid_shape((224, 224)) == (14, 14)
+    assert encoder.compute_output_shape((None, 64, 64, 3)) == (None, 16, 192)
+    # The weights file is the whole backbone's: loaded whole, then cut at the layer.
+    below = keras.Model(source.input, source.get_layer(FEATURE_LAYER).output)
+    expected = _numpy(below(keras.applications.mobilenet_v2.preprocess_input(images.copy())))
+    _assert_close(regions, expected.reshape(2, 16, 192))
+    # The later layers are not part of the encoder: neither run nor saved.
+    assert encoder.backbone_model.layers[-1].name == FEATURE_LAYER
+    assert 0 < len(encoder.weights) < len(source.weights)
+    random = ImageGridEncoder("mobilenet_v2", alpha=0.35, feature_layer=FEATURE_LAYER)
+    _assert_differ(_numpy(random(images)), regions)
+
+
+@pytest.mark.slow
+def test_feature_layer_round_trips_through_a_keras_file(mobilenet_v2_weights, tmp_path):
+    path, _ = mobilenet_v2_weights
+    encoder = ImageGridEncoder(
+        "mobilenet_v2", alpha=0.35, weights=path, feature_layer=FEATURE_LAYER, units=5
+    )
+    inputs = keras.Input(shape=(None, None, 3))
+    model = keras.Model(inputs, encoder(inputs))
+    path.unlink()  # the .keras file holds the weights
+    restored = _round_trip(model, tmp_path)
+    restored_encoder = restored.layers[1]
+    assert restored_encoder.get_config() == encoder.get_config()
+    assert restored_encoder.get_config()["feature_layer"] == FEATURE_LAYER
+    assert len(restored_encoder.weights) == len(encoder.weights)
+    images = _images(64)
+    np.testing.assert_array_equal(_numpy(restored(images)), _numpy(model(images)))
+    assert restored_encoder.grid_shape((224, 224)) == (14, 14)
+
+
+def test_feature_layer_composes_with_fine_tune_from(mobilenet_v2_weights):
+    path, _ = mobilenet_v2_weights
+    arguments = {"alpha": 0.35, "feature_layer": FEATURE_LAYER, "fine_tune_from": "block_13_expand"}
+    encoder = ImageGridEncoder("mobilenet_v2", weights=path, **arguments)
+    images = _images(64)
+    regions = _numpy(encoder(images))
+    # Fine-tuned from block_13_expand up to the grid: one convolution, its BatchNorm frozen.
+    assert [w.path.split("/")[-2] for w in encoder.trainable_weights] == ["block_13_expand"]
+    assert encoder.tuned_part.layers[-1].name == FEATURE_LAYER
+    frozen = _numpy(encoder.frozen_features(images))
+    twin = ImageGridEncoder("mobilenet_v2", from_frozen_features=True, **arguments)
+    twin.build(frozen.shape)
+    twin.set_weights(encoder.get_weights())
+    _assert_close(_numpy(twin(frozen)), regions)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (
+            {"feature_layer": "block_13_expand_rel"},
+            "feature_layer='block_13_expand_rel' is not a layer of the 'mobilenet_v2' "
+            "backbone; close names: block_13_expand_relu",
+        ),
+        ({"feature_layer": "conv5_4"}, "layers end with .*, out_relu$"),
+        (
+            {"feature_layer": FEATURE_LAYER, "fine_tune_from": "block_16_expand"},
+            "fine_tune_from='block_16_expand' comes after feature_layer='block_13_expand_relu'",
+        ),
+    ],
+)
+def test_feature_layer_names_a_layer_below_the_grid(arguments, message):
+    encoder = ImageGridEncoder("mobilenet_v2", alpha=0.35, **arguments)
+    with pytest.raises(ValueError, match=message):
+        encoder(_images(32))

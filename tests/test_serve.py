@@ -297,6 +297,64 @@ def test_the_page_and_its_files_are_served(served):
             assert response.status == 200 and len(response.read()) > 100
 
 
+# -- a keras.applications backbone, cut at a layer ----------------------------------------
+def mobilenet_v2_weights(path, image_size):
+    """Writes the weights of a random MobileNetV2 (alpha 0.35) to `path`.
+
+    Its BatchNorm statistics are those of one batch of noise, as pretraining would set
+    them: with their initial values, random layers shrink the features to 1e-6 at
+    `block_13_expand_relu`, and every image would get the same caption.
+    """
+    import keras
+
+    backbone = keras.applications.MobileNetV2(
+        alpha=0.35, include_top=False, weights=None, input_shape=(image_size, image_size, 3)
+    )
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    noise = np.random.default_rng(0).uniform(-1, 1, (8, image_size, image_size, 3))
+    backbone(noise.astype("float32"), training=True)
+    backbone.save_weights(path)
+    return path
+
+
+def test_a_mobilenet_v2_grid_from_a_feature_layer_is_exported_and_served(tmp_path):
+    """A tiny MobileNetV2 (alpha 0.35, random weights), frozen, its grid taken from
+    `block_13_expand_relu`: the SavedModel and /api/caption give `caption --run`'s captions."""
+    pytest.importorskip("uvicorn", reason="the web demo needs the serve extra: .[serve]")
+    from recipe_flags import CAPTION
+    from test_export import serve as run_saved_model
+
+    from recipes.data.scenes import make_scenes
+
+    run, out = tmp_path / "run", tmp_path / "saved_model"
+    weights = mobilenet_v2_weights(tmp_path / "mobilenet_v2.weights.h5", 32)
+    flags = [*CAPTION, "--num-train", "32", "--num-val", "8", "--num-test", "4"]
+    flags += ["--backbone", "mobilenet_v2", "--alpha", "0.35", "--weights", str(weights)]
+    flags += ["--feature-layer", "block_13_expand_relu"]  # a 2 x 2 grid at 32 px, not 1 x 1
+    # Weights kept near their random start: captions that depend on the image.
+    flags += ["--learning-rate", "1e-5"]
+    assert caption.main(["train", *flags, "--out", str(run)]) == 0
+    assert caption.main(["export", "--run", str(run), "--out", str(out)]) == 0
+    paths = []
+    for index, scene in enumerate(make_scenes(6, 48, seed=5)):
+        paths.append(str(tmp_path / f"scene{index}.png"))
+        Image.fromarray(scene.image).save(paths[-1])
+    expected = caption.caption(str(run), paths)
+    assert len(set(expected)) > 1  # the comparison means something
+    assert run_saved_model(out, tmp_path, images=paths) == {"caption": expected}
+
+    runs = serve.load_runs([str(run)])
+    with serve.BackgroundServer(serve.create_app(runs)) as server:
+        for path, text in zip(paths, expected, strict=True):
+            with open(path, "rb") as file:
+                status, answer = post_form(server.url, {"image": ("scene.png", file.read())})
+            assert status == 200, answer
+            assert answer["caption"] == text and answer["grid"] == [2, 2]
+            check_rows_sum_to_one(answer["attention"], len(answer["tokens"]), 4)
+
+
 # -- the command ---------------------------------------------------------------------------
 def run_serve(argv, capsys):
     code = cli.run_main(serve.main, argv)

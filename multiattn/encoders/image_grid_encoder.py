@@ -1,3 +1,4 @@
+import difflib
 import os
 
 import keras
@@ -24,10 +25,11 @@ def _application(backbone):
 
 @keras.saving.register_keras_serializable(package="multiattn")
 class ImageGridEncoder(keras.layers.Layer):
-    """A CNN whose last feature map, read as a grid of regions, is an attention memory.
+    """A CNN's feature map, read as a grid of regions, is an attention memory.
 
     The backbone maps images `(batch, H_img, W_img, 3)` to a feature map
-    `(batch, H, W, C)`; its `H * W` cells become the regions of the memory, in
+    `(batch, H, W, C)`, its last one or, with `feature_layer`, that of an earlier
+    layer; its `H * W` cells become the regions of the memory, in
     row-major order (region `i * W + j` is cell `(i, j)`), as in "Show, Attend and
     Tell". With `units`, a linear `Dense(units)` projects each region to the size the
     decoder wants; without it the regions keep the `C` backbone channels. There is no
@@ -37,7 +39,8 @@ class ImageGridEncoder(keras.layers.Layer):
     the backbone's own `preprocess_input` (or a division by 255 for `"small_cnn"`)
     is applied inside the layer. Images must be channels-last. The grid size depends
     on the image size (a stride of 32 for the keras.applications backbones, of
-    `2 ** len(filters)` for `"small_cnn"`); see `grid_shape`.
+    `2 ** len(filters)` for `"small_cnn"`, less at an earlier `feature_layer`); see
+    `grid_shape`.
 
     Args:
         backbone: One of `"small_cnn"` (a few Conv2D + BatchNorm + ReLU + MaxPool
@@ -79,6 +82,15 @@ class ImageGridEncoder(keras.layers.Layer):
             MobileNet everywhere, of residual backbones only between their blocks).
             Cannot be combined with `trainable_backbone`. None: `trainable_backbone`
             decides for the whole backbone.
+        feature_layer: Name of the backbone layer whose output is the grid, or None
+            for the backbone's last layer. An earlier layer gives a finer grid, as
+            Show, Attend and Tell's 14 x 14 regions of VGG's conv5_4: for
+            `"mobilenet_v2"` at 224 px, `"block_13_expand_relu"` is 14 x 14 x 576
+            (`alpha=1.0`) where the last layer, `"out_relu"`, is 7 x 7 x 1280. The
+            backbone is built whole, `weights` loaded into it, then cut after that
+            layer: the later layers are neither run, nor trained, nor saved. With
+            `fine_tune_from`, that layer must come first (it is then fine-tuned up
+            to `feature_layer`).
         from_frozen_features: With `fine_tune_from`, the layer takes what
             `frozen_features(images)` returns (the frozen layers' output) instead of
             images, so those can be computed once and cached while the rest trains.
@@ -97,8 +109,9 @@ class ImageGridEncoder(keras.layers.Layer):
         with `coordinates`).
 
     Attributes:
-        backbone_model: The backbone network, a `keras.Model` created when the layer
-            is built (with spatial dimensions None, so any image size is accepted).
+        backbone_model: The backbone network (up to `feature_layer`), a `keras.Model`
+            created when the layer is built (with spatial dimensions None, so any
+            image size is accepted).
         frozen_part, tuned_part: With `fine_tune_from`, the backbone's layers before
             that layer and from it on, as two `keras.Model`s that share the backbone's
             layers (None without it).
@@ -108,6 +121,9 @@ class ImageGridEncoder(keras.layers.Layer):
         >>> regions = encoder(keras.random.uniform((2, 32, 32, 3), maxval=255.0))
         >>> tuple(regions.shape), encoder.grid_shape((32, 32))
         ((2, 64, 16), (8, 8))
+        >>> finer = ImageGridEncoder("small_cnn", filters=(8, 16), feature_layer="relu_1")
+        >>> finer.grid_shape((32, 32))  # before the last pooling
+        (16, 16)
 
     Reference:
         Xu et al., "Show, Attend and Tell: Neural Image Caption Generation with
@@ -125,6 +141,7 @@ class ImageGridEncoder(keras.layers.Layer):
         coordinates=False,
         fine_tune_from=None,
         from_frozen_features=False,
+        feature_layer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -168,6 +185,7 @@ class ImageGridEncoder(keras.layers.Layer):
         self.coordinates = coordinates
         self.fine_tune_from = fine_tune_from
         self.from_frozen_features = bool(from_frozen_features)
+        self.feature_layer = feature_layer
         # Cleared by `from_config`: a re-created layer gets its weights from elsewhere.
         self._load_backbone_weights = True
         self.projection = (
@@ -197,9 +215,9 @@ class ImageGridEncoder(keras.layers.Layer):
             raise ValueError(f"Backbone weights file not found: {weights!r}")
         # Spatial dimensions stay None, so one encoder takes images of any size.
         if self.backbone == "small_cnn":
-            self.backbone_model = self._small_cnn((None, None, channels))
+            backbone = self._small_cnn((None, None, channels))
             if weights is not None:
-                self.backbone_model.load_weights(weights)
+                backbone.load_weights(weights)
         else:
             if channels != 3:
                 raise ValueError(
@@ -207,13 +225,24 @@ class ImageGridEncoder(keras.layers.Layer):
                 )
             model_constructor, _ = _application(self.backbone)
             width = {} if self.alpha is None else {"alpha": self.alpha}
-            self.backbone_model = model_constructor(
+            backbone = model_constructor(
                 include_top=False, weights=weights, input_shape=(None, None, 3), **width
             )
+        whole_names = [
+            layer.name
+            for layer in backbone.layers
+            if not isinstance(layer, keras.layers.InputLayer)
+        ]
+        if self.feature_layer is not None:
+            # Cut after the weights are loaded: a weights file is the whole backbone's.
+            backbone = self._cut_backbone(backbone, whole_names)
+        # Assigned once: the layer tracks what is assigned, and a whole backbone
+        # assigned before the cut would keep (and save) the layers after it.
+        self.backbone_model = backbone
         # A layer created after `trainable` was set does not inherit it; do it here.
         self.backbone_model.trainable = self.trainable and self.backbone_is_trainable
         if self.fine_tune_from is not None:
-            self._split_backbone()
+            self._split_backbone(whole_names)
         if self.projection is not None:
             self.projection.trainable = self.trainable
             if not self.projection.built:
@@ -221,13 +250,33 @@ class ImageGridEncoder(keras.layers.Layer):
                 self.projection.build((None, None, channels))
         self.built = True
 
-    def _split_backbone(self):
+    def _unknown_layer(self, argument, name, names):
+        """The ValueError for a layer name `argument=name` that is not among `names`."""
+        close = difflib.get_close_matches(name, names, n=4, cutoff=0.6)
+        hint = f"close names: {', '.join(close)}; " if close else ""
+        return ValueError(
+            f"{argument}={name!r} is not a layer of the {self.backbone!r} backbone; "
+            f"{hint}its {len(names)} layers end with {', '.join(names[-4:])}"
+        )
+
+    def _cut_backbone(self, whole, names):
+        """The backbone `whole` up to `feature_layer`, sharing its layers."""
+        if self.feature_layer not in names:
+            raise self._unknown_layer("feature_layer", self.feature_layer, names)
+        output = whole.get_layer(self.feature_layer).output
+        # `inputs[0]`, not `input`: a Sequential (`small_cnn`) has only the former.
+        return keras.Model(whole.inputs[0], output, name=whole.name)
+
+    def _split_backbone(self, whole_names):
         names = [layer.name for layer in self.backbone_model.layers]
         if self.fine_tune_from not in names[1:]:
-            raise ValueError(
-                f"fine_tune_from={self.fine_tune_from!r} is not a layer of the "
-                f"{self.backbone!r} backbone; its layers are {', '.join(names[1:])}"
-            )
+            if self.fine_tune_from in whole_names:
+                raise ValueError(
+                    f"fine_tune_from={self.fine_tune_from!r} comes after "
+                    f"feature_layer={self.feature_layer!r} in the {self.backbone!r} "
+                    "backbone; fine-tune from an earlier layer"
+                )
+            raise self._unknown_layer("fine_tune_from", self.fine_tune_from, whole_names)
         first = names.index(self.fine_tune_from)
         for index, layer in enumerate(self.backbone_model.layers):
             tuned = index >= first and not isinstance(layer, keras.layers.BatchNormalization)
@@ -367,6 +416,7 @@ class ImageGridEncoder(keras.layers.Layer):
                 "coordinates": self.coordinates,
                 "fine_tune_from": self.fine_tune_from,
                 "from_frozen_features": self.from_frozen_features,
+                "feature_layer": self.feature_layer,
             }
         )
         return config
