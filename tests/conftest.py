@@ -2,7 +2,12 @@ import os
 import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    # TensorFlow imported as the recipes import it: without its C++ loading notices,
+    # which no TF_CPP_MIN_LOG_LEVEL hides, in every worker's output.
+    from recipes import tensorflow_logs  # noqa: E402, F401
+else:  # Keras may still import TensorFlow (for its seeds): fewer lines, at least
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
