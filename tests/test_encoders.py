@@ -402,18 +402,24 @@ def test_image_grid_coordinates_mark_each_region(units):
 TUNED_KERNELS = ["conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13"]  # MobileNet's last two
 
 
+def _saved_with_random_batch_norm(source, path, seed):
+    """Gives `source`'s BatchNorm layers random moving means, saves its weights to `path`,
+    and returns `(path, source)`."""
+    for layer in source.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            mean = np.random.default_rng(seed).normal(size=layer.moving_mean.shape)
+            layer.moving_mean.assign(mean.astype("float32"))
+    source.save_weights(path)
+    return path, source
+
+
 @pytest.fixture
 def mobilenet_weights(tmp_path):
     """A MobileNet (alpha 0.25) weights file and the model that wrote it."""
-    source = _mobilenet_025()
     # Random BatchNorm statistics, so that a BatchNorm in training mode would show.
-    for layer in source.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            mean = np.random.default_rng(1).normal(size=layer.moving_mean.shape)
-            layer.moving_mean.assign(mean.astype("float32"))
-    path = tmp_path / "mobilenet.weights.h5"
-    source.save_weights(path)
-    return path, source
+    return _saved_with_random_batch_norm(
+        _mobilenet_025(), tmp_path / "mobilenet.weights.h5", seed=1
+    )
 
 
 def test_fine_tune_from_trains_the_later_layers_without_their_batch_norm(mobilenet_weights):
@@ -522,13 +528,7 @@ def mobilenet_v2_weights(tmp_path):
         alpha=0.35, include_top=False, weights=None, input_shape=(None, None, 3)
     )
     # Random BatchNorm statistics, so that weights not loaded would show.
-    for layer in source.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            mean = np.random.default_rng(2).normal(size=layer.moving_mean.shape)
-            layer.moving_mean.assign(mean.astype("float32"))
-    path = tmp_path / "mobilenet_v2.weights.h5"
-    source.save_weights(path)
-    return path, source
+    return _saved_with_random_batch_norm(source, tmp_path / "mobilenet_v2.weights.h5", seed=2)
 
 
 def test_feature_layer_regions_are_that_layers_output(mobilenet_v2_weights):
