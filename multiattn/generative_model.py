@@ -1,3 +1,5 @@
+import collections
+
 import keras
 import numpy as np
 from keras import ops
@@ -18,6 +20,9 @@ class GenerativeModel(keras.Model):
     batch.
     """
 
+    # How many compiled generate functions (search settings x max_length) are kept.
+    generate_cache_size = 32
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         # The compiled generate function and the default search objects, in a plain
@@ -34,7 +39,7 @@ class GenerativeModel(keras.Model):
         """
         raise NotImplementedError
 
-    def search(self, source, search="greedy", max_length=50):
+    def search(self, source, search="greedy", max_length=50, return_attention=True):
         """The search behind `generate`, as a traceable function of one source batch.
 
         `generate` compiles it; call it yourself inside a `tf.function` (or
@@ -47,6 +52,7 @@ class GenerativeModel(keras.Model):
             search: A `multiattn.search.Search` object, or `"greedy"`, `"beam"` or
                 `"sample"`.
             max_length: Most tokens generated (the end token included).
+            return_attention: Whether to keep and return the attention history.
 
         Returns:
             The result dict of `generate`, with tensors.
@@ -61,18 +67,24 @@ class GenerativeModel(keras.Model):
             end_id=self.end_id,
             max_length=max_length,
             source_mask=source_mask,
+            return_attention=return_attention,
         )
         return {key: value for key, value in result.items() if value is not None}
 
-    def generate(self, source, search="greedy", max_length=50, batch_size=64):
+    def generate(
+        self, source, search="greedy", max_length=50, batch_size=64, return_attention=True
+    ):
         """Decodes `source` with a search object: greedy, beam search or sampling.
 
-        The search runs in a generate function of the model's own, compiled once per
+        The search runs in a generate function of the model's own, compiled per
         search settings and `max_length` (as keras-hub's `CausalLM` does): a
         `tf.function` on TensorFlow (with XLA when the model was compiled with
         `jit_compile=True`), `jax.jit` over the model's variables on JAX, eager
-        under `torch.no_grad()` on PyTorch. `model.predict` stays Keras' own and
-        returns the teacher-forced outputs of `call`.
+        under `torch.no_grad()` on PyTorch. The model keeps the
+        `generate_cache_size` (32) most recently used of them, so a server that pads
+        `max_length` and its sources to a few lengths compiles once per length and
+        search. `model.predict` stays Keras' own and returns the teacher-forced
+        outputs of `call`.
 
         Args:
             source: Source batch: a NumPy array or a tensor (split into batches of
@@ -86,11 +98,14 @@ class GenerativeModel(keras.Model):
             max_length: Most tokens generated (the end token included).
             batch_size: Sentences decoded at once. A last, smaller batch is padded
                 to the size of the first, so it reuses the compiled function.
+            return_attention: Whether to return the attention weights; `False`
+                spares keeping their history (faster when only the text is wanted).
 
         Returns:
             A dict of NumPy arrays: `tokens`, `lengths`, `scores`, `log_probs`, and
-            `attention` when the decoder attends (see `multiattn.search`); beam
-            search adds a `num_return` axis after the batch axis.
+            `attention` when the decoder attends and `return_attention` is true (see
+            `multiattn.search`); beam search adds a `num_return` axis after the batch
+            axis.
 
         Examples:
             >>> import numpy as np
@@ -117,7 +132,9 @@ class GenerativeModel(keras.Model):
             if not self.built:  # generating before any fit
                 self.build(((None, *batch.shape[1:]), (None, None)))
             if generate_function is None:
-                generate_function = self.make_generate_function(search, max_length)
+                generate_function = self.make_generate_function(
+                    search, max_length, return_attention
+                )
             size = batch.shape[0]
             full_size = full_size or size
             if size < full_size:  # the same shape as the others: no new trace
@@ -129,30 +146,40 @@ class GenerativeModel(keras.Model):
         keys = sorted(outputs[0], key=RESULT_KEYS.index)  # jax.jit returns them sorted
         return {key: np.concatenate([output[key] for output in outputs]) for key in keys}
 
-    def make_generate_function(self, search, max_length):
+    def make_generate_function(self, search, max_length, return_attention=True):
         """The compiled function `source batch -> result dict of tensors` of `generate`.
 
-        Built per backend as keras-hub's `CausalLM.make_generate_function` does, and
-        kept until the search settings, `max_length` or the model's `jit_compile` /
-        `run_eagerly` change.
+        Built per backend as keras-hub's `CausalLM.make_generate_function` does. The
+        model keeps the `generate_cache_size` most recently used functions, one per
+        search settings, `max_length`, `return_attention` and the model's
+        `jit_compile` / `run_eagerly`; each compiles once per source shape it is
+        given (`tf.function` relaxes the shapes after a few).
 
         Args:
             search: A `multiattn.search.Search` object.
             max_length: Most tokens generated, a Python int.
+            return_attention: Whether the function returns the attention weights.
 
         Returns:
             A function of one source batch.
         """
         backend = keras.config.backend()
-        key = (search.cache_key(), int(max_length), backend, self.run_eagerly)
+        key = (
+            search.cache_key(),
+            int(max_length),
+            bool(return_attention),
+            backend,
+            self.run_eagerly,
+        )
         if backend == "tensorflow":
             key = (*key, bool(self.jit_compile))
-        cache = self._generate_cache
-        if cache.function is not None and cache.key == key:
-            return cache.function
+        functions = self._generate_cache.functions
+        if key in functions:
+            functions.move_to_end(key)
+            return functions[key]
 
         def generate_step(source):
-            return self.search(source, search, max_length)
+            return self.search(source, search, max_length, return_attention)
 
         function = generate_step
         if backend == "torch":
@@ -170,7 +197,9 @@ class GenerativeModel(keras.Model):
             )
         elif backend == "jax" and not self.run_eagerly:
             function = self._jax_generate_function(generate_step, search)
-        cache.key, cache.function = key, function
+        functions[key] = function
+        while len(functions) > max(1, int(self.generate_cache_size)):
+            functions.popitem(last=False)  # the least recently used
         return function
 
     def _jax_generate_function(self, generate_step, search):
@@ -223,8 +252,7 @@ class _GenerateCache:
     """What `generate` keeps between calls."""
 
     def __init__(self):
-        self.key = None
-        self.function = None
+        self.functions = collections.OrderedDict()  # key -> compiled function, oldest first
         self.defaults = {}  # search name -> the object used for it
 
 

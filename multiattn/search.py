@@ -29,7 +29,8 @@ Every search runs as one `keras.ops.while_loop` over fixed-size buffers, so it w
 eagerly and inside a `tf.function` (or a JAX `jit`). Inside a traced function
 `max_length` may be a scalar int tensor (except with `no_repeat_ngram_size`, which
 needs a Python int). The loop stops as soon as every
-hypothesis has produced `end_id`, or after `max_length` tokens. Token id 0 is the
+hypothesis has produced `end_id` (for beam search: as soon as no live hypothesis can beat
+the finished ones), or after `max_length` tokens. Token id 0 is the
 padding id of the outputs: generated tokens are written without the start token,
 including the end token when one was produced, followed by 0s.
 
@@ -44,7 +45,8 @@ Every search returns a dict with:
   (equal to `"log_probs"` except for a beam search with penalties).
 - `"attention"`: float32 `(batch, [num_return,] max_length, source_length)`, the
   attention weights of each returned hypothesis at each of its steps (0 after its
-  end), or `None` if the step function returns no attention.
+  end), or `None` if the step function returns no attention or the search was called
+  with `return_attention=False`.
 """
 
 import keras
@@ -68,6 +70,7 @@ def greedy_search(
     max_length,
     min_length=0,
     source_mask=None,
+    return_attention=True,
 ):
     """Decodes by taking the most probable token at every step.
 
@@ -85,12 +88,14 @@ def greedy_search(
         source_mask: Accepted so that greedy and beam search take the same arguments;
             greedy search applies no coverage penalty, so it only serves to infer the
             batch size when `initial_state` and `constants` are empty.
+        return_attention: Whether to keep and return the attention history.
 
     Returns:
         A dict with `"tokens"` int32 `(batch, max_length)` (0-padded after the end
         token), `"lengths"` int32 `(batch,)`, `"log_probs"` and `"scores"` float32
         `(batch,)` (both the summed log-probability), and `"attention"` float32
-        `(batch, max_length, source_length)` or `None`.
+        `(batch, max_length, source_length)`, or `None` without attention or with
+        `return_attention=False`.
 
     Examples:
         >>> tables = ops.convert_to_tensor([[
@@ -110,19 +115,17 @@ def greedy_search(
         ([[4, 3, 2, 0, 0]], 3)
     """
 
-    def choose(log_probs, seed_state):
-        return ops.cast(ops.argmax(log_probs, axis=-1), "int32"), seed_state
-
     result, _ = _decode_single_path(
         step_fn,
         initial_state,
         constants,
         source_mask,
-        choose=choose,
+        choose=None,
         start_id=start_id,
         end_id=end_id,
         max_length=max_length,
         min_length=min_length,
+        return_attention=return_attention,
     )
     return result
 
@@ -136,9 +139,10 @@ def sample(
     end_id,
     max_length,
     temperature=1.0,
-    top_k=0,
+    top_k=None,
     seed=None,
     min_length=0,
+    return_attention=True,
 ):
     """Decodes by sampling each token from the model's (tempered, top-k) distribution.
 
@@ -154,7 +158,8 @@ def sample(
         temperature: Positive float; the log-probabilities are divided by it before
             sampling (below 1 sharpens, above 1 flattens the distribution).
         top_k: If positive, sample only among the `top_k` most probable tokens of
-            each step (tokens tied with the k-th are kept too); 0 means no cut.
+            each step (tokens tied with the k-th are kept too); `None` (the default,
+            as for `RandomSampling`) or 0 means no cut.
         seed: An integer, `None`, or a `keras.random.SeedGenerator`. With the same
             integer, eager calls return the same samples. Inside a `tf.function`, pass
             a `SeedGenerator` created outside it (a new generator is a variable, and
@@ -162,6 +167,7 @@ def sample(
             map the generator's state in a `keras.StatelessScope` and read its new
             value back, as `Seq2Seq.generate` does.
         min_length: `end_id` is forbidden until `min_length` tokens were generated.
+        return_attention: Whether to keep and return the attention history.
 
     Returns:
         Same dict as `greedy_search`; `"log_probs"` and `"scores"` are the summed
@@ -181,8 +187,9 @@ def sample(
     """
     if not temperature > 0:
         raise ValueError(f"`temperature` must be positive, got temperature={temperature}")
+    top_k = top_k or 0
     if top_k < 0:
-        raise ValueError(f"`top_k` must be 0 (no cut) or positive, got top_k={top_k}")
+        raise ValueError(f"`top_k` must be None (no cut) or positive, got top_k={top_k}")
     if isinstance(seed, keras.random.SeedGenerator):
         seed_generator = seed
     else:
@@ -216,6 +223,7 @@ def sample(
         end_id=end_id,
         max_length=max_length,
         min_length=min_length,
+        return_attention=return_attention,
         seed_state=seed_generator.state.value if carry_seed else None,
     )
     if carry_seed:
@@ -238,30 +246,40 @@ def beam_search(
     num_return=1,
     no_repeat_ngram_size=0,
     source_mask=None,
+    return_attention=True,
 ):
     """Decodes with a beam search, returning the `num_return` best hypotheses.
 
-    The `beam_size` hypotheses of each sentence are folded into the batch dimension
-    (row `sentence * beam_size + beam`) when calling `step_fn`. At each step every
-    hypothesis is extended by every token and the `beam_size` best candidates of each
-    sentence by summed log-probability are kept. A finished hypothesis (one that
-    produced `end_id`) stays in the beam: it has exactly one continuation, with
-    log-probability 0, so its score no longer changes and it competes with the live
-    hypotheses for a place. The search stops when every kept hypothesis is finished
-    (live ones could only lose probability) or after `max_length` steps.
+    The search keeps `beam_size` live hypotheses per sentence, folded into the batch
+    dimension (row `sentence * beam_size + beam`) when calling `step_fn`, and a list
+    of the `num_return` best finished ones, as OpenNMT-py, fairseq and Hugging Face
+    do. At each step every live hypothesis is extended by every token and the
+    `2 * beam_size` best candidates of each sentence by summed log-probability are
+    ranked:
 
-    During the search hypotheses are ranked by raw summed log-probability; the
-    penalties only re-rank the final beam (so they choose among the kept hypotheses,
-    they do not change which are kept). The final score is the GNMT one (Wu et al.
-    2016): `log_prob / lp + cp` with
+    - a candidate ending with `end_id` among the first `beam_size` of them finishes:
+      it is scored with the penalties below at once and enters the finished list if
+      it beats the list's worst;
+    - the `beam_size` best of the others are the next step's live hypotheses, so the
+      beam never shrinks as hypotheses finish.
 
-    - `lp = ((5 + length) / 6) ** length_penalty`,
+    A sentence is done when its finished list is full and no live hypothesis can
+    still beat the worst of it: with `length_penalty > 0` a live hypothesis' best
+    reachable score is its log-probability divided by the penalty of `max_length`
+    (log-probabilities only fall, and the coverage penalty is never positive). The
+    search stops when every sentence is done, or after `max_length` steps; then the
+    live hypotheses compete for the list as they are (without an end token).
+
+    A hypothesis' score is the GNMT one (Wu et al. 2016): `log_prob / lp + cp` with
+
+    - `lp = ((5 + length) / 6) ** length_penalty`, the length counting the end token;
     - `cp = coverage_penalty * sum_j log(min(sum_i attention_ij, 1))`, summed over
       the source positions `j` where `source_mask` is true (all if it is `None`),
       `i` over the hypothesis' steps; the coverage is floored at 1e-10 so an
       unattended position costs a large finite penalty rather than `-inf`.
 
-    With `beam_size=1` and no penalties the result is exactly `greedy_search`'s.
+    With `beam_size=1` and no penalties the result is exactly `greedy_search`'s (an
+    ending candidate finishes only when it is the best one).
 
     Args:
         step_fn: `logits, new_state, attention = step_fn(token_ids, state, constants)`,
@@ -272,7 +290,7 @@ def beam_search(
             `beam_size` times sentence-major once and never reordered.
         start_id: Token fed at the first step; it is not part of the output.
         end_id: Token that ends a hypothesis.
-        beam_size: Number of hypotheses kept per sentence.
+        beam_size: Number of live hypotheses kept per sentence.
         max_length: Maximum number of generated tokens (end token included).
         min_length: `end_id` is forbidden until `min_length` tokens were generated,
             so a finished hypothesis has at least `min_length + 1` tokens.
@@ -286,19 +304,22 @@ def beam_search(
             token is not part of them).
         source_mask: Optional boolean `(batch, source_length)`, true on real source
             positions; used by the coverage penalty only.
+        return_attention: Whether to keep and return each hypothesis' attention
+            history; `False` saves its memory traffic (the coverage penalty keeps a
+            running sum instead).
 
     Returns:
         A dict with `"tokens"` int32 `(batch, num_return, max_length)` (0-padded after
         the end token), `"lengths"` int32 `(batch, num_return)`, `"scores"` float32
         `(batch, num_return)` (the final ranking score, penalties included),
         `"log_probs"` float32 `(batch, num_return)` (the raw summed log-probability)
-        and `"attention"` float32 `(batch, num_return, max_length, source_length)` or
-        `None`.
+        and `"attention"` float32 `(batch, num_return, max_length, source_length)`, or
+        `None` without attention or with `return_attention=False`.
 
     Examples:
         >>> tables = ops.convert_to_tensor([[
         ...     [0.1, 0.1, 0.0, 0.45, 0.35],  # after 0 (also the start token)
-        ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (end; fed only to finished beams)
+        ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 1 (end; never fed)
         ...     [1.0, 1.0, 1.0, 1.0, 1.0],  # after 2 (never fed)
         ...     [0.2, 0.3, 0.0, 0.25, 0.25],  # after 3: greedy's first choice, then a dead end
         ...     [0.05, 0.9, 0.0, 0.0, 0.05],  # after 4
@@ -333,6 +354,38 @@ def beam_search(
     state = tuple(ops.repeat(tensor, beam_size, axis=0) for tensor in initial_state)
     constants = tuple(ops.repeat(tensor, beam_size, axis=0) for tensor in constants)
 
+    def penalized(log_probs, lengths, coverage):
+        """Scores of `(batch, n)` hypotheses; `coverage` is `(batch, n, source)` or None."""
+        scores = log_probs
+        if length_penalty:
+            scores = scores / _length_penalty(lengths, length_penalty)
+        if coverage_penalty:
+            scores = scores + _coverage_penalty(coverage, source_mask, coverage_penalty)
+        return scores
+
+    def hypotheses(carry, source_rows, step, last_tokens, log_probs, coverage):
+        """The finished-list entries `(batch, n, ...)` of live rows `source_rows`
+        `(batch, n)` extended by `last_tokens` (or not, for `None`)."""
+        flat_rows = ops.reshape(source_rows, (-1,))
+        tokens = ops.take(carry["tokens"], flat_rows, axis=0)
+        lengths = ops.full(ops.shape(source_rows), step, dtype="int32")
+        if last_tokens is not None:
+            tokens = _write(tokens, step, ops.reshape(last_tokens, (-1,)))
+            lengths = lengths + 1
+        if coverage is not None:
+            coverage = _unfold(ops.take(coverage, flat_rows, axis=0), source_rows)
+        entry = {
+            "scores": penalized(log_probs, lengths, coverage),
+            "log_probs": log_probs,
+            "lengths": lengths,
+            "tokens": _unfold(tokens, source_rows),
+        }
+        if "attention" in carry:
+            entry["attention"] = _unfold(
+                ops.take(carry["attention"], flat_rows, axis=0), source_rows
+            )
+        return entry
+
     def advance(carry, logits, new_state, attention):
         step = carry["step"]
         log_probs = _step_log_probs(logits, step, end_id=end_id, min_length=min_length)
@@ -341,36 +394,85 @@ def beam_search(
             banned = _repeated_ngram_bans(carry["tokens"], step, no_repeat_ngram_size, vocab_size)
             if banned is not None:
                 log_probs = ops.where(banned, _NEG_INF, log_probs)
-        log_probs = _continue_finished(log_probs, carry["finished"], end_id)
         scores = ops.expand_dims(carry["log_probs"], -1) + log_probs  # (rows, vocab)
-        best_scores, hypotheses, tokens = _best_candidates(scores, beam_size, vocab_size)
-        sentence_rows = ops.arange(ops.shape(best_scores)[0], dtype="int32")[:, None] * beam_size
-        # Row (in the folded batch) of the hypothesis each kept candidate extends.
-        source = ops.reshape(sentence_rows + hypotheses, (-1,))  # (rows,)
-        tokens = ops.reshape(tokens, (-1,))  # (rows,)
-        was_finished = ops.take(carry["finished"], source, axis=0)
-        new_carry = {
-            "step": step + 1,
-            "token_ids": tokens,
-            "state": tuple(ops.take(tensor, source, axis=0) for tensor in new_state),
-            "log_probs": ops.reshape(best_scores, (-1,)),
-            "finished": ops.logical_or(was_finished, tokens == end_id),
-            "lengths": ops.take(carry["lengths"], source, axis=0)
-            + ops.cast(ops.logical_not(was_finished), "int32"),
-            "tokens": _write(
-                ops.take(carry["tokens"], source, axis=0),
-                step,
-                ops.where(was_finished, PAD_ID, tokens),
-            ),
-        }
-        if "attention" in carry:
-            attention = ops.take(ops.cast(attention, "float32"), source, axis=0)
+        count = 2 * beam_size
+        if isinstance(vocab_size, int):
+            count = min(count, beam_size * vocab_size)
+        # (batch, count) each, best first: the score, the beam extended and the token.
+        candidate_scores, beams, tokens = _best_candidates(scores, beam_size, vocab_size, count)
+        sentence_rows = ops.arange(ops.shape(beams)[0], dtype="int32")[:, None] * beam_size
+        source_rows = sentence_rows + beams  # (batch, count), rows in the folded batch
+        ends = tokens == end_id
+        new_carry = dict(carry)
+        if "attention" in carry:  # the histories include this step's attention
             new_carry["attention"] = _write(
-                ops.take(carry["attention"], source, axis=0),
-                step,
-                ops.where(was_finished[:, None], 0.0, attention),
+                carry["attention"], step, ops.cast(attention, "float32")
             )
+        coverage = None
+        if coverage_penalty:
+            coverage = carry["coverage"] + ops.cast(attention, "float32")  # (rows, source)
+
+        # Finishing: ending candidates among the `beam_size` best.
+        finishing = hypotheses(
+            new_carry,
+            source_rows[:, :beam_size],
+            step,
+            tokens[:, :beam_size],
+            candidate_scores[:, :beam_size],
+            coverage,
+        )
+        finishing["scores"] = ops.where(ends[:, :beam_size], finishing["scores"], _NEG_INF)
+        finished = _keep_best(_finished_list(carry), finishing, num_return)
+
+        # The next live hypotheses: the best candidates that do not end.
+        live_scores, order = _top_k(ops.where(ends, _NEG_INF, candidate_scores), beam_size)
+        live_rows = ops.reshape(ops.take_along_axis(source_rows, order, axis=1), (-1,))
+        live_tokens = ops.reshape(ops.take_along_axis(tokens, order, axis=1), (-1,))
+        live_scores = ops.reshape(live_scores, (-1,))  # (rows,)
+        new_carry.update(
+            {
+                "step": step + 1,
+                "token_ids": live_tokens,
+                "state": tuple(ops.take(tensor, live_rows, axis=0) for tensor in new_state),
+                "log_probs": live_scores,
+                "tokens": _write(ops.take(carry["tokens"], live_rows, axis=0), step, live_tokens),
+            }
+        )
+        if "attention" in carry:
+            new_carry["attention"] = ops.take(new_carry["attention"], live_rows, axis=0)
+        if coverage_penalty:
+            new_carry["coverage"] = ops.take(coverage, live_rows, axis=0)
+        new_carry.update({f"finished_{key}": value for key, value in finished.items()})
+
+        # Done: the list is full and no live hypothesis can beat its worst.
+        best_live = ops.max(ops.reshape(live_scores, (-1, beam_size)), axis=1)  # (batch,)
+        if length_penalty > 0:
+            best_live = best_live / _length_penalty(max_length, length_penalty)
+        elif length_penalty < 0:
+            best_live = best_live / _length_penalty(step + 2, length_penalty)
+        worst_kept = finished["scores"][:, -1]  # (batch,)
+        new_carry["done"] = ops.logical_or(
+            best_live == _NEG_INF,
+            ops.logical_and(worst_kept > _NEG_INF, best_live <= worst_kept),
+        )
         return new_carry
+
+    def start_buffers(carry, attention):
+        if attention is None:
+            if coverage_penalty:
+                raise ValueError(
+                    "`coverage_penalty` needs a `step_fn` that returns attention weights."
+                )
+            return carry
+        source_length = ops.shape(attention)[-1]
+        if return_attention:
+            carry["attention"] = ops.zeros((rows, max_length, source_length), dtype="float32")
+            carry["finished_attention"] = ops.zeros(
+                (batch_size, num_return, max_length, source_length), dtype="float32"
+            )
+        if coverage_penalty:
+            carry["coverage"] = ops.zeros((rows, source_length), dtype="float32")
+        return carry
 
     # Only beam 0 of each sentence is live at first: the beams start identical, and
     # live copies would fill the beam with duplicates.
@@ -380,39 +482,33 @@ def beam_search(
         "token_ids": ops.full((rows,), start_id, dtype="int32"),
         "state": state,
         "log_probs": ops.cast(ops.where(first_beam, 0.0, _NEG_INF), "float32"),
-        "finished": ops.zeros((rows,), dtype="bool"),
-        "lengths": ops.zeros((rows,), dtype="int32"),
         "tokens": ops.zeros((rows, max_length), dtype="int32"),
+        "done": ops.zeros((batch_size,), dtype="bool"),
+        "finished_scores": ops.full((batch_size, num_return), _NEG_INF, dtype="float32"),
+        "finished_log_probs": ops.full((batch_size, num_return), _NEG_INF, dtype="float32"),
+        "finished_lengths": ops.zeros((batch_size, num_return), dtype="int32"),
+        "finished_tokens": ops.zeros((batch_size, num_return, max_length), dtype="int32"),
     }
-    carry = _run_loop(step_fn, constants, carry, advance, max_length)
-    if coverage_penalty and "attention" not in carry:
-        raise ValueError("`coverage_penalty` needs a `step_fn` that returns attention weights.")
 
-    log_probs = ops.reshape(carry["log_probs"], (-1, beam_size))  # (batch, beam)
-    lengths = ops.reshape(carry["lengths"], (-1, beam_size))  # (batch, beam)
-    scores = log_probs
-    if length_penalty:
-        scores = scores / _length_penalty(lengths, length_penalty)
-    if coverage_penalty:
-        attention = carry["attention"]  # (rows, max_length, source_length)
-        attention = ops.reshape(attention, (-1, beam_size, *ops.shape(attention)[1:]))
-        scores = scores + _coverage_penalty(attention, source_mask, coverage_penalty)
-    scores, order = _top_k(scores, num_return)  # (batch, num_return), best first
-    order = ops.cast(order, "int32")
-    sentence_rows = ops.arange(ops.shape(order)[0], dtype="int32")[:, None] * beam_size
-    chosen = ops.reshape(sentence_rows + order, (-1,))  # (batch * num_return,)
+    def all_done(carry):
+        return ops.all(carry["done"])
 
-    def pick(tensor):
-        tensor = ops.take(tensor, chosen, axis=0)
-        return ops.reshape(tensor, (-1, num_return, *ops.shape(tensor)[1:]))
+    carry = _run_loop(step_fn, constants, carry, advance, max_length, start_buffers, all_done)
 
-    return {
-        "tokens": pick(carry["tokens"]),
-        "lengths": pick(carry["lengths"]),
-        "scores": scores,
-        "log_probs": pick(carry["log_probs"]),
-        "attention": pick(carry["attention"]) if "attention" in carry else None,
-    }
+    # Hypotheses still live after the last step compete as they are (a done
+    # sentence's cannot win: its list is full of better ones).
+    beam_rows = ops.reshape(ops.arange(rows, dtype="int32"), (-1, beam_size))  # (batch, beam)
+    live = hypotheses(
+        carry,
+        beam_rows,
+        carry["step"],
+        None,
+        ops.reshape(carry["log_probs"], (-1, beam_size)),
+        carry.get("coverage"),
+    )
+    result = _keep_best(_finished_list(carry), live, num_return)
+    result.setdefault("attention", None)
+    return result
 
 
 # -- search objects ---------------------------------------------------------------
@@ -440,6 +536,8 @@ class Search:
             Python int, or a scalar int tensor inside a traced function.
         source_mask: Optional boolean `(batch, source_length)`, true on real source
             positions.
+        return_attention: Whether to keep and return the attention history (`False`
+            saves its memory traffic; the result's `"attention"` is then `None`).
 
     Returns:
         The dict of the search function (see the module docstring).
@@ -465,6 +563,7 @@ class Search:
         end_id,
         max_length,
         source_mask=None,
+        return_attention=True,
     ):
         raise NotImplementedError
 
@@ -533,6 +632,7 @@ class GreedySearch(Search):
         end_id,
         max_length,
         source_mask=None,
+        return_attention=True,
     ):
         return greedy_search(
             step_fn,
@@ -543,6 +643,7 @@ class GreedySearch(Search):
             max_length=max_length,
             min_length=self.min_length,
             source_mask=source_mask,
+            return_attention=return_attention,
         )
 
 
@@ -552,8 +653,8 @@ class BeamSearch(Search):
 
     Args:
         beam_size: Number of hypotheses kept per sentence.
-        length_penalty: GNMT `alpha`; positive values favour longer hypotheses
-            (`beam_search`'s own default is 0: no penalty).
+        length_penalty: GNMT `alpha`; positive values favour longer hypotheses (0, the
+            default, as for `beam_search`: no penalty; GNMT used 0.6 to 1.0).
         coverage_penalty: GNMT `beta`; positive values favour hypotheses whose
             attention covers the source (needs a decoder with attention).
         num_return: Number of hypotheses returned per sentence, best first
@@ -593,7 +694,7 @@ class BeamSearch(Search):
     def __init__(
         self,
         beam_size=4,
-        length_penalty=0.6,
+        length_penalty=0.0,
         coverage_penalty=0.0,
         num_return=1,
         no_repeat_ngram_size=0,
@@ -626,6 +727,7 @@ class BeamSearch(Search):
         end_id,
         max_length,
         source_mask=None,
+        return_attention=True,
     ):
         return beam_search(
             step_fn,
@@ -641,6 +743,7 @@ class BeamSearch(Search):
             num_return=self.num_return,
             no_repeat_ngram_size=self.no_repeat_ngram_size,
             source_mask=source_mask,
+            return_attention=return_attention,
         )
 
     def get_config(self):
@@ -719,6 +822,7 @@ class RandomSampling(Search):
         end_id,
         max_length,
         source_mask=None,
+        return_attention=True,
     ):
         return sample(
             step_fn,
@@ -728,9 +832,10 @@ class RandomSampling(Search):
             end_id=end_id,
             max_length=max_length,
             temperature=self.temperature,
-            top_k=self.top_k or 0,
+            top_k=self.top_k,
             seed=self.seed_generator,
             min_length=self.min_length,
+            return_attention=return_attention,
         )
 
     def get_config(self):
@@ -781,13 +886,15 @@ def _decode_single_path(
     end_id,
     max_length,
     min_length,
+    return_attention=True,
     seed_state=None,
 ):
     """The loop of greedy search and sampling: one hypothesis per sentence.
 
     `tokens, seed_state = choose(log_probs, seed_state)` picks each step's tokens;
-    `seed_state` (a tensor, or `None`) is carried through the loop. Returns the
-    result dict and the last `seed_state`.
+    `seed_state` (a tensor, or `None`) is carried through the loop; `choose=None` is
+    greedy search, the argmax of the logits, which needs no full log-softmax (only the
+    chosen token's log-probability). Returns the result dict and the last `seed_state`.
     """
     _check_lengths(max_length, min_length)
     initial_state, constants = _as_tuple(initial_state), _as_tuple(constants)
@@ -795,10 +902,22 @@ def _decode_single_path(
 
     def advance(carry, logits, new_state, attention):
         step, finished = carry["step"], carry["finished"]
-        log_probs = _step_log_probs(logits, step, end_id=end_id, min_length=min_length)
-        log_probs = _continue_finished(log_probs, finished, end_id)
-        tokens, seed_state = choose(log_probs, carry.get("seed_state"))  # (batch,)
-        token_log_probs = ops.take_along_axis(log_probs, tokens[:, None], axis=-1)[:, 0]
+        seed_state = carry.get("seed_state")
+        if choose is None:
+            logits = ops.cast(logits, "float32")
+            allowed = _ban_early_end(logits, step, end_id, min_length)
+            tokens = ops.cast(ops.argmax(allowed, axis=-1), "int32")  # (batch,)
+            token_logits = ops.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
+            # The probability under the model's whole distribution, the end token's too.
+            token_log_probs = token_logits - ops.logsumexp(logits, axis=-1)
+            # A finished row is fed the end token again, at no cost.
+            tokens = ops.where(finished, end_id, tokens)
+            token_log_probs = ops.where(finished, 0.0, token_log_probs)
+        else:
+            log_probs = _step_log_probs(logits, step, end_id=end_id, min_length=min_length)
+            log_probs = _continue_finished(log_probs, finished, end_id)
+            tokens, seed_state = choose(log_probs, seed_state)  # (batch,)
+            token_log_probs = ops.take_along_axis(log_probs, tokens[:, None], axis=-1)[:, 0]
         new_carry = {
             "step": step + 1,
             "token_ids": tokens,
@@ -826,7 +945,17 @@ def _decode_single_path(
     }
     if seed_state is not None:
         carry["seed_state"] = seed_state
-    carry = _run_loop(step_fn, constants, carry, advance, max_length)
+
+    def start_buffers(carry, attention):
+        if attention is not None and return_attention:
+            shape = (batch_size, max_length, ops.shape(attention)[-1])
+            carry["attention"] = ops.zeros(shape, dtype="float32")
+        return carry
+
+    def all_done(carry):
+        return ops.all(carry["finished"])
+
+    carry = _run_loop(step_fn, constants, carry, advance, max_length, start_buffers, all_done)
     result = {
         "tokens": carry["tokens"],
         "lengths": carry["lengths"],
@@ -837,11 +966,12 @@ def _decode_single_path(
     return result, carry.get("seed_state")
 
 
-def _run_loop(step_fn, constants, carry, advance, max_length):
+def _run_loop(step_fn, constants, carry, advance, max_length, start_buffers, all_done):
     """Runs the first step, then the `while_loop` of the others; returns the carry.
 
     The first step runs outside the loop to learn whether the model returns attention
-    and its source length, which fix the loop's buffers.
+    and its source length: `start_buffers(carry, attention)` adds the buffers they
+    size. The loop runs while `all_done(carry)` is false, at most `max_length` steps.
     """
 
     def call(carry):
@@ -855,16 +985,10 @@ def _run_loop(step_fn, constants, carry, advance, max_length):
         return logits, new_state, attention
 
     logits, new_state, attention = call(carry)
-    if attention is not None:
-        rows, source_length = ops.shape(carry["tokens"])[0], ops.shape(attention)[-1]
-        carry["attention"] = ops.zeros((rows, max_length, source_length), dtype="float32")
-    carry = advance(carry, logits, new_state, attention)
+    carry = advance(start_buffers(carry, attention), logits, new_state, attention)
 
     def condition(carry):
-        # Beams with a score of -inf (only possible when fewer candidates than beams
-        # exist) can never win; they must not keep the loop running.
-        done = ops.logical_or(carry["finished"], carry["log_probs"] == _NEG_INF)
-        return ops.logical_and(carry["step"] < max_length, ops.logical_not(ops.all(done)))
+        return ops.logical_and(carry["step"] < max_length, ops.logical_not(all_done(carry)))
 
     def body(carry):
         return (advance(carry, *call(carry)),)
@@ -881,42 +1005,80 @@ def _top_k(values, k):
     return ops.take_along_axis(values, order, axis=-1), order
 
 
-def _best_candidates(scores, beam_size, vocab_size):
-    """The `beam_size` best extensions of each sentence's hypotheses.
+def _best_candidates(scores, beam_size, vocab_size, count=None):
+    """The `count` (default `beam_size`) best extensions of each sentence's hypotheses.
 
     Args:
         scores: `(batch * beam_size, vocab)`, each hypothesis' score extended by
             every token.
 
     Returns:
-        `(scores, hypotheses, tokens)`, each `(batch, beam_size)`, best first: the
-        score of each kept candidate, the beam it extends, and its token. Ties keep
-        the order of the flat index `hypothesis * vocab + token`.
+        `(scores, hypotheses, tokens)`, each `(batch, count)`, best first: the score
+        of each kept candidate, the beam it extends, and its token. Ties keep the
+        order of the flat index `hypothesis * vocab + token`.
     """
-    if not isinstance(vocab_size, int) or vocab_size < beam_size:
+    count = count or beam_size
+    if not isinstance(vocab_size, int) or vocab_size < count:
         flat = ops.reshape(scores, (-1, beam_size * vocab_size))  # (batch, beam * vocab)
-        best_scores, best = _top_k(flat, beam_size)
+        best_scores, best = _top_k(flat, count)
         best = ops.cast(best, "int32")
         return best_scores, best // vocab_size, best % vocab_size
-    # A sentence's best candidates are among the best `beam_size` of their own
-    # hypothesis, so a top-k per row first leaves beam * beam candidates for the
-    # second instead of beam * vocab: far less work for the same result.
-    row_scores, row_tokens = _top_k(scores, beam_size)  # (rows, beam)
-    row_scores = ops.reshape(row_scores, (-1, beam_size * beam_size))  # (batch, beam * beam)
-    row_tokens = ops.reshape(ops.cast(row_tokens, "int32"), (-1, beam_size * beam_size))
-    best_scores, best = _top_k(row_scores, beam_size)  # (batch, beam)
+    # A sentence's best candidates are among the best `count` of their own hypothesis,
+    # so a top-k per row first leaves beam * count candidates for the second instead
+    # of beam * vocab: far less work for the same result.
+    row_scores, row_tokens = _top_k(scores, count)  # (rows, count)
+    row_scores = ops.reshape(row_scores, (-1, beam_size * count))  # (batch, beam * count)
+    row_tokens = ops.reshape(ops.cast(row_tokens, "int32"), (-1, beam_size * count))
+    best_scores, best = _top_k(row_scores, count)  # (batch, count)
     best = ops.cast(best, "int32")
-    return best_scores, best // beam_size, ops.take_along_axis(row_tokens, best, axis=1)
+    return best_scores, best // count, ops.take_along_axis(row_tokens, best, axis=1)
+
+
+def _unfold(tensor, index):
+    """`(batch * n, ...)` rows gathered by an `(batch, n)` index, as `(batch, n, ...)`."""
+    return ops.reshape(tensor, (-1, ops.shape(index)[1], *ops.shape(tensor)[1:]))
+
+
+def _finished_list(carry):
+    """The beam search's finished list in `carry`: its `finished_*` entries, unprefixed."""
+    prefix = "finished_"
+    return {key[len(prefix) :]: value for key, value in carry.items() if key.startswith(prefix)}
+
+
+def _keep_best(kept, new, count):
+    """The `count` best by `"scores"` of two lists of hypotheses `(batch, n, ...)`.
+
+    Ties keep `kept`'s entries first (a hypothesis already kept is not displaced by an
+    equal newcomer), then the order within each list.
+    """
+    merged = {key: ops.concatenate([kept[key], new[key]], axis=1) for key in kept}
+    scores, order = _top_k(merged["scores"], count)  # (batch, count)
+    size = ops.shape(merged["scores"])[1]
+    rows = ops.reshape(
+        ops.arange(ops.shape(order)[0], dtype="int32")[:, None] * size + ops.cast(order, "int32"),
+        (-1,),
+    )
+    best = {}
+    for key, value in merged.items():
+        flat = ops.reshape(value, (-1, *ops.shape(value)[2:]))
+        best[key] = _unfold(ops.take(flat, rows, axis=0), order)
+    best["scores"] = scores
+    return best
 
 
 def _step_log_probs(logits, step, *, end_id, min_length):
     """float32 log-probabilities `(rows, vocab)`, with `end_id` banned before `min_length`."""
     log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    return _ban_early_end(log_probs, step, end_id, min_length)
+
+
+def _ban_early_end(values, step, end_id, min_length):
+    """`values` `(rows, vocab)` with `end_id`'s set to -inf while `step < min_length`."""
     if min_length > 0:
-        vocab_ids = ops.arange(ops.shape(log_probs)[-1], dtype="int32")
+        vocab_ids = ops.arange(ops.shape(values)[-1], dtype="int32")
         banned = ops.logical_and(vocab_ids == end_id, step < min_length)  # (vocab,)
-        log_probs = ops.where(banned, _NEG_INF, log_probs)
-    return log_probs
+        values = ops.where(banned, _NEG_INF, values)
+    return values
 
 
 def _continue_finished(log_probs, finished, end_id):
@@ -968,9 +1130,8 @@ def _length_penalty(lengths, alpha):
     return ops.power((5.0 + ops.cast(lengths, "float32")) / 6.0, alpha)
 
 
-def _coverage_penalty(attention, source_mask, beta):
-    """GNMT coverage penalty of `(batch, beam, steps, source)` attention, `(batch, beam)`."""
-    coverage = ops.sum(attention, axis=2)  # (batch, beam, source)
+def _coverage_penalty(coverage, source_mask, beta):
+    """GNMT coverage penalty `(batch, n)` of `(batch, n, source)` summed attention."""
     coverage = ops.maximum(ops.minimum(coverage, 1.0), _COVERAGE_FLOOR)
     log_coverage = ops.log(coverage)
     if source_mask is not None:

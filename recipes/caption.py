@@ -625,7 +625,7 @@ def caption_scorer(model, sources, captions, vocabulary, config):
     references = scoring_references(captions)
 
     def score(logs, label):
-        result = generate_captions(model, sources, config, beam_size=1)
+        result = generate_captions(model, sources, config, beam_size=1, return_attention=False)
         hypotheses = decode_captions(vocabulary, result["tokens"])
         logs["val_bleu4"] = metrics.corpus_bleu(hypotheses, references)
         logs["val_cider"] = metrics.cider(hypotheses, references)
@@ -686,11 +686,15 @@ def _load_one_run(run):
     return config, model, vocabulary
 
 
-def generate_captions(model, images, config, beam_size, length_penalty=None, nbest=False):
+def generate_captions(
+    model, images, config, beam_size, length_penalty=None, nbest=False, return_attention=True
+):
     """Greedy (beam_size 1) or beam search of `images` (see `cli.decode`)."""
     length_penalty = config.length_penalty if length_penalty is None else length_penalty
     max_length = config.max_caption_length + 1
-    return cli.decode(model, images, beam_size, max_length, length_penalty, 32, nbest)
+    return cli.decode(
+        model, images, beam_size, max_length, length_penalty, 32, nbest, return_attention
+    )
 
 
 def evaluate(run, split=None, beam_size=None, pictures=4, length_penalty=None):

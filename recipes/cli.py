@@ -571,7 +571,27 @@ def average_after_training(run, model, config, val_data, scorer=None):
         keep_weight_average(run, model, config.average_last, config.monitor, judge_model)
 
 
-def decode(model, source, beam_size, max_length, length_penalty, batch_size, nbest=False):
+# Sources are padded, and output lengths rounded up, to a multiple of this: a model
+# compiles one generate function per output length and search, each once per source
+# length, so a few buckets keep a warm server from compiling on every new length.
+LENGTH_BUCKET = 16
+
+
+def length_bucket(length):
+    """`length` rounded up to a multiple of `LENGTH_BUCKET`."""
+    return -(-int(length) // LENGTH_BUCKET) * LENGTH_BUCKET
+
+
+def decode(
+    model,
+    source,
+    beam_size,
+    max_length,
+    length_penalty,
+    batch_size,
+    nbest=False,
+    return_attention=True,
+):
     """`model.generate` with greedy (beam_size 1) or beam search: one hypothesis per source.
 
     With `nbest`, every value keeps a hypothesis axis after the batch axis: the
@@ -579,7 +599,11 @@ def decode(model, source, beam_size, max_length, length_penalty, batch_size, nbe
     """
     from multiattn import BeamSearch, GreedySearch
 
-    settings = {"max_length": max_length, "batch_size": batch_size}
+    settings = {
+        "max_length": max_length,
+        "batch_size": batch_size,
+        "return_attention": return_attention,
+    }
     if beam_size <= 1:
         result = model.generate(source, search=GreedySearch(), **settings)
         return {key: value[:, None] for key, value in result.items()} if nbest else result

@@ -84,7 +84,10 @@ def export_translation(
 
         def search():
             # The recipe's limit, `translate.output_length`, from this request's sources.
-            limit = tf.cast(tf.reduce_max(lengths) * 2 + 10, "int32")
+            bucket = cli.LENGTH_BUCKET
+            limit = tf.cast(
+                (tf.reduce_max(lengths) * 2 + 10 + bucket - 1) // bucket * bucket, "int32"
+            )
             tokens = search_tokens(model, source.to_tensor(), limit, beam_size, length_penalty)
             return target_vocabulary.decode_tensor(tokens)
 
@@ -175,9 +178,9 @@ def search_tokens(model, source, max_length, beam_size, length_penalty=0.0):
     from multiattn import BeamSearch, GreedySearch
 
     if beam_size <= 1:
-        return model.search(source, GreedySearch(), max_length)["tokens"]
+        return model.search(source, GreedySearch(), max_length, return_attention=False)["tokens"]
     search = BeamSearch(beam_size=beam_size, length_penalty=length_penalty)
-    return model.search(source, search, max_length)["tokens"][:, 0]
+    return model.search(source, search, max_length, return_attention=False)["tokens"][:, 0]
 
 
 # -- images --------------------------------------------------------------------------------

@@ -179,18 +179,42 @@ def _next_batch(queue, order, count, batch_size):
 
 
 @contextlib.contextmanager
-def _without_dropout(model):
-    """The gradient must be that of the log-probability of the distribution sampled
-    from: the model without dropout (a step's dropout masks would make it another)."""
-    decoder = model.decoder
-    rates = {name: getattr(decoder, name) for name in ("dropout", "memory_dropout")}
-    for name in rates:
-        setattr(decoder, name, 0.0)
+def sampling_policy(model):
+    """`model` in training behaves as when it samples: the policy trained is the one
+    that sampled.
+
+    REINFORCE's gradient is that of the log-probability of the distribution the samples
+    came from, inference's. So, until the block ends, every dropout of the model (its
+    `Dropout` layers, and the `dropout` / `memory_dropout` / `recurrent_dropout` rates
+    of its layers: encoder, decoder, attention) is 0, and hard attention takes in
+    training the expectation it takes in inference instead of sampling positions (no
+    hard-attention REINFORCE term).
+    """
+    import keras
+
+    changed = []  # (layer, attribute, value before)
     try:
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.Dropout):
+                changed.append((layer, "rate", layer.rate))
+                layer.rate = 0.0
+            for name in ("dropout", "memory_dropout", "recurrent_dropout"):
+                value = layer.__dict__.get(name)  # not a property reading a sublayer's
+                if isinstance(value, (int, float)) and value:
+                    changed.append((layer, name, value))
+                    setattr(layer, name, 0.0)
+            if getattr(layer, "hard", False):
+                if layer.hard_inference != "expected":
+                    raise ValueError(
+                        "self-critical training needs hard attention whose inference takes "
+                        f"the expectation, not {layer.hard_inference!r} ({layer.name})"
+                    )
+                changed.append((layer, "hard", True))
+                layer.hard = False
         yield
     finally:
-        for name, rate in rates.items():
-            setattr(decoder, name, rate)
+        for layer, name, value in reversed(changed):
+            setattr(layer, name, value)
 
 
 def train(
@@ -277,13 +301,17 @@ def train(
         print(f"Self-critical epoch {epoch + 1}/{epochs}", flush=True)
         model.reset_metrics()  # `train_on_batch` returns the mean loss since the reset
         total_reward = 0.0
-        with _without_dropout(model):
+        with sampling_policy(model):
             for step in range(steps):
                 batch, queue = _next_batch(queue, order, count, batch_size)
                 batch = np.repeat(batch, samples)
                 source = source_batch(batch)
                 tokens = model.generate(
-                    source, search=sampler, max_length=max_length, batch_size=len(source)
+                    source,
+                    search=sampler,
+                    max_length=max_length,
+                    batch_size=len(source),
+                    return_attention=False,
                 )["tokens"]
                 rewards = np.asarray(reward(tokens, batch), dtype="float32")  # (items * samples,)
                 advantages = leave_one_out_advantages(rewards.reshape(-1, samples))

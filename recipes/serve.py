@@ -169,6 +169,7 @@ class TranslationRun(ServedRun):
                 translate.output_length([ids]),
                 self.config.length_penalty,
                 nbest=True,
+                source_length=cli.length_bucket(len(ids)),
             )
         texts = self.target_vocabulary.decode(result["tokens"][0].tolist())
         length = int(result["lengths"][0, 0])

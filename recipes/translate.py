@@ -366,7 +366,12 @@ def bleu_scorer(model, source_ids, pairs, target_vocabulary, config):
 
     def score(logs, label):
         result = translate_ids(
-            model, source_ids, config.monitor_beam_size, max_length, config.length_penalty
+            model,
+            source_ids,
+            config.monitor_beam_size,
+            max_length,
+            config.length_penalty,
+            return_attention=False,
         )
         hypotheses = target_vocabulary.decode(result["tokens"].tolist())
         # Tokenized like the references, on purpose (see `evaluate`).
@@ -417,17 +422,30 @@ def load_run(run):
 
 
 def translate_ids(
-    model, source_ids, beam_size, max_length, length_penalty, batch_size=64, nbest=False
+    model,
+    source_ids,
+    beam_size,
+    max_length,
+    length_penalty,
+    batch_size=64,
+    nbest=False,
+    source_length=None,
+    return_attention=True,
 ):
-    """Greedy (beam_size 1) or beam search of padded `source_ids` (see `cli.decode`)."""
+    """Greedy (beam_size 1) or beam search of `source_ids` (see `cli.decode`), padded to
+    the longest or to `source_length`."""
     from recipes.data.batching import pad_batch
 
-    source = pad_batch(source_ids)
-    return cli.decode(model, source, beam_size, max_length, length_penalty, batch_size, nbest)
+    source = pad_batch(source_ids, source_length)
+    return cli.decode(
+        model, source, beam_size, max_length, length_penalty, batch_size, nbest, return_attention
+    )
 
 
 def output_length(source_ids):
-    return int(max((len(ids) for ids in source_ids), default=1) * 2 + 10)
+    """Most tokens generated for `source_ids`: twice the longest and 10, rounded up to a
+    bucket so that a few compiled generate functions serve every length (the web demo)."""
+    return cli.length_bucket(max((len(ids) for ids in source_ids), default=1) * 2 + 10)
 
 
 def evaluate(run, split="test", beam_size=None, examples=4, length_penalty=None):
@@ -585,6 +603,7 @@ def translate(run, texts, beam_size=None, attention_png=None, batch_size=64):
             output_length(source_ids),
             config.length_penalty,
             batch_size,
+            return_attention=bool(attention_png),
         )
         for index, text in zip(
             non_empty, target_vocabulary.decode(result["tokens"].tolist()), strict=True

@@ -310,6 +310,127 @@ def test_beam_search_with_a_full_beam_equals_exhaustive_search(case, stateful):
             )
 
 
+def finished_list_beam_reference(
+    model, sentence, beam_size, max_length, num_return=1, min_length=0, length_penalty=0.0
+):
+    """A plain NumPy beam search with a finished list: `[(score, log_prob, tokens)]`.
+
+    Each step ranks the `2 * beam_size` best extensions of the live hypotheses; an
+    ending one among the first `beam_size` is finished and scored, the `beam_size`
+    best others live on. It stops when the list holds `num_return` hypotheses and no
+    live one can beat the worst, or after `max_length` steps (the live ones then
+    compete as they are).
+    """
+
+    def score(total, length):
+        return np.float32(total / np.float32(((5.0 + length) / 6.0) ** length_penalty))
+
+    live, finished = [((), np.float32(0.0))], []
+    for _ in range(max_length):
+        candidates = []  # in the order of the flat index beam * vocab + token
+        for tokens, total in live:
+            log_probs = model.log_probs(sentence, list(tokens), min_length)
+            for token in np.flatnonzero(log_probs > -np.inf):
+                candidates.append((tokens + (int(token),), np.float32(total + log_probs[token])))
+        ranked = sorted(candidates, key=lambda candidate: -candidate[1])[: 2 * beam_size]
+        for rank, (tokens, total) in enumerate(ranked):
+            if tokens[-1] == END and rank < beam_size:
+                finished.append((score(total, len(tokens)), total, tokens))
+        finished = sorted(finished, key=lambda entry: -entry[0])[:num_return]
+        live = [(tokens, total) for tokens, total in ranked if tokens[-1] != END][:beam_size]
+        if not live:
+            break
+        best_live = max(total for _, total in live)
+        reachable = best_live / (((5.0 + max_length) / 6.0) ** max(length_penalty, 0.0))
+        if len(finished) == num_return and reachable <= finished[-1][0]:
+            break
+    finished += [(score(total, len(tokens)), total, tokens) for tokens, total in live]
+    return sorted(finished, key=lambda entry: -entry[0])[:num_return]
+
+
+@pytest.mark.parametrize(
+    "beam_size, num_return, length_penalty, min_length",
+    [
+        (1, 1, 0.6, 0),
+        (2, 2, 0.0, 0),
+        (2, 1, 1.5, 2),
+        (3, 1, 0.6, 0),
+        (3, 3, 1.5, 0),
+        (4, 3, 0.0, 2),
+        (4, 2, 0.6, 2),
+    ],
+)
+def test_beam_search_equals_a_numpy_finished_list_beam_search(
+    beam_size, num_return, length_penalty, min_length
+):
+    model = random_model(
+        seed=beam_size + 7 * num_return, batch=4, vocab_size=6, stateful=True, end_bias=0.3
+    )
+    options = {"beam_size": beam_size, "num_return": num_return, "max_length": 6}
+    result = run(
+        beam_search, model, length_penalty=length_penalty, min_length=min_length, **options
+    )
+
+    for sentence in range(4):
+        expected = finished_list_beam_reference(
+            model, sentence, length_penalty=length_penalty, min_length=min_length, **options
+        )
+        for rank, (score, log_prob, tokens) in enumerate(expected):
+            length = len(tokens)
+            np.testing.assert_array_equal(
+                result["tokens"][sentence, rank], [*tokens, *[0] * (6 - length)]
+            )
+            assert result["lengths"][sentence, rank] == length
+            np.testing.assert_allclose(result["scores"][sentence, rank], score, rtol=1e-5)
+            np.testing.assert_allclose(result["log_probs"][sentence, rank], log_prob, rtol=1e-5)
+            np.testing.assert_allclose(
+                result["attention"][sentence, rank],
+                model.attention_path(list(tokens), 6),
+                atol=1e-6,
+            )
+
+
+def test_a_hypothesis_that_ends_early_does_not_take_a_live_place():
+    a, b, c, d, e = 2, 3, 4, 5, 6
+    # `end` alone (0.4) beats `b c d e end` (0.25) by probability, but not with a
+    # length penalty of 1: log(0.4) / 1 = -0.92 < log(0.25) / (10 / 6) = -0.83. A beam
+    # of 2 whose finished `end` kept one of its places held only `a` after the first
+    # step and lost `b`; with a finished list both `a` and `b` live on.
+    model = probability_model(
+        [
+            {
+                START: {END: 0.4, a: 0.35, b: 0.25},
+                a: {END: 0.2, a: 0.8},
+                b: {c: 1.0},
+                c: {d: 1.0},
+                d: {e: 1.0},
+            }
+        ]
+    )
+    result = run(beam_search, model, beam_size=2, max_length=6, length_penalty=1.0)
+
+    np.testing.assert_array_equal(result["tokens"][0, 0], [b, c, d, e, END, 0])
+    best_score = exhaustive_search(model, 0, 6, length_penalty=1.0)[0][1]
+    np.testing.assert_allclose(result["scores"][0, 0], best_score, rtol=1e-6)
+    np.testing.assert_allclose(result["scores"][0, 0], np.log(0.25) / (10 / 6), rtol=1e-6)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam", "sample"])
+def test_return_attention_false_keeps_the_result_without_attention(search):
+    model = random_model(seed=4, batch=3, vocab_size=6, stateful=True, end_bias=0.5)
+    make = {
+        "greedy": lambda: GreedySearch(),
+        "beam": lambda: BeamSearch(beam_size=3, num_return=2, coverage_penalty=0.3),
+        "sample": lambda: RandomSampling(seed=3),
+    }[search]
+    with_attention = run(make(), model, max_length=6)
+    without = run(make(), model, max_length=6, return_attention=False)
+
+    assert with_attention["attention"] is not None and without["attention"] is None
+    for key in ("tokens", "lengths", "scores", "log_probs"):
+        np.testing.assert_array_equal(without[key], with_attention[key], err_msg=key)
+
+
 @pytest.mark.parametrize("min_length", [0, 3])
 @pytest.mark.parametrize("stateful", [False, True], ids=["bigram", "stateful"])
 def test_greedy_search_equals_step_by_step_argmax(stateful, min_length):
@@ -331,8 +452,11 @@ def test_beam_size_one_equals_greedy_search(stateful, min_length):
     greedy = run(greedy_search, model, max_length=8, min_length=min_length)
     beam = run(beam_search, model, beam_size=1, max_length=8, min_length=min_length)
 
-    for key in ("tokens", "lengths", "scores", "log_probs", "attention"):
+    for key in ("tokens", "lengths", "attention"):
         np.testing.assert_array_equal(beam[key][:, 0], greedy[key], err_msg=key)
+    # Greedy search normalises only the chosen token's logit: equal up to rounding.
+    for key in ("scores", "log_probs"):
+        np.testing.assert_allclose(beam[key][:, 0], greedy[key], rtol=1e-6, err_msg=key)
     assert len(set(greedy["lengths"].tolist())) > 1
 
 
@@ -577,8 +701,10 @@ def test_sampling_with_top_k_one_equals_greedy_search(temperature):
     greedy = run(greedy_search, model, max_length=7)
     sampled = run(sample, model, max_length=7, top_k=1, temperature=temperature, seed=3)
 
-    for key in ("tokens", "lengths", "scores", "log_probs", "attention"):
+    for key in ("tokens", "lengths", "attention"):
         np.testing.assert_array_equal(sampled[key], greedy[key], err_msg=key)
+    for key in ("scores", "log_probs"):  # normalised in two ways: equal up to rounding
+        np.testing.assert_allclose(sampled[key], greedy[key], rtol=1e-6, err_msg=key)
 
 
 def top_k_violations(model, result, top_k):
@@ -684,7 +810,7 @@ def test_search_objects_run_their_function(name):
 def test_search_object_defaults_and_config():
     assert BeamSearch().get_config() == {
         "beam_size": 4,
-        "length_penalty": 0.6,
+        "length_penalty": 0.0,
         "coverage_penalty": 0.0,
         "num_return": 1,
         "no_repeat_ngram_size": 0,
@@ -704,7 +830,7 @@ def test_search_object_defaults_and_config():
             keras.saving.serialize_keras_object(search)
         )
         assert type(restored) is type(search) and restored.get_config() == config
-    assert repr(BeamSearch(beam_size=5)).startswith("BeamSearch(beam_size=5, length_penalty=0.6")
+    assert repr(BeamSearch(beam_size=5)).startswith("BeamSearch(beam_size=5, length_penalty=0.0")
 
 
 def test_search_names():

@@ -8,7 +8,7 @@ import pytest
 from test_seq2seq import VOCAB, reversal_data
 from time_budget_cases import TIME_BUDGET_CASES
 
-from multiattn import AttentionDecoder, BiLSTMEncoder, Seq2Seq
+from multiattn import AttentionDecoder, BahdanauAttention, BiLSTMEncoder, RandomSampling, Seq2Seq
 from recipes import cli, self_critical
 
 FAVOURITE = 5  # the reward counts this token
@@ -82,6 +82,43 @@ def test_the_loop_raises_the_reward_and_keeps_the_best(tmp_path, rng):
     loaded = cli.load_model(str(tmp_path / "model.keras")).decoder
     for decoder in (model.decoder, loaded):
         assert (decoder.dropout, decoder.memory_dropout) == (0.2, 0.3)
+
+
+def sampled_tokens_log_probs(model, source, result):
+    """Summed log-probabilities `(batch,)` of the sampled rows of `result` under `model`
+    in training mode, teacher-forced as the policy-gradient loss computes them."""
+    target_in, target_out = self_critical.sampled_targets(result["tokens"])
+    logits = model((source, target_in), training=True)[0]  # (batch, target_len, vocab)
+    log_probs = keras.ops.convert_to_numpy(keras.ops.log_softmax(logits, axis=-1))
+    chosen = np.take_along_axis(log_probs, target_out[..., None], axis=-1)[..., 0]
+    generated = np.arange(target_out.shape[1]) < result["lengths"][:, None]
+    return np.where(generated, chosen, 0.0).sum(axis=1)
+
+
+def test_the_policy_trained_is_the_one_that_sampled(rng):
+    source, target_in, target_out, _ = reversal_data(rng, 16, 2, 4)
+    # Dropout in the encoder, the decoder and the attention, and hard attention: in
+    # training each would make the model another distribution than the sampler's.
+    attention = BahdanauAttention(16, dropout=0.4, hard=True)
+    decoder = AttentionDecoder(VOCAB, 16, 32, attention=attention, dropout=0.3, memory_dropout=0.3)
+    encoder = BiLSTMEncoder(VOCAB, 16, 32, dropout=0.5)
+    model = Seq2Seq(encoder, decoder, start_id=1, end_id=2)
+    model.compile(keras.optimizers.Adam(0.01))
+    model.fit((source, target_in), target_out, epochs=1, verbose=0)
+    result = model.generate(source, search=RandomSampling(seed=2), max_length=6)
+
+    with self_critical.sampling_policy(model):
+        inside = sampled_tokens_log_probs(model, source, result)
+    outside = sampled_tokens_log_probs(model, source, result)
+
+    np.testing.assert_allclose(inside, result["log_probs"], rtol=1e-4, atol=1e-4)
+    assert np.abs(outside - result["log_probs"]).max() > 1e-2  # training mode differs
+    assert (encoder.dropout_layers[0].rate, decoder.dropout, decoder.memory_dropout) == (
+        0.5,
+        0.3,
+        0.3,
+    )
+    assert attention.dropout == 0.4 and attention.hard
 
 
 def test_steps_per_epoch_draw_the_items_in_whole_passes_and_resume_where_they_were(tmp_path, rng):

@@ -157,6 +157,60 @@ def test_beam_size_one_is_greedy_with_one_hypothesis(served, scene_png):
     assert len(answer["nbest"]) == 1 and answer["nbest"][0]["text"] == answer["caption"]
 
 
+@pytest.mark.skipif(
+    __import__("keras").config.backend() == "torch",
+    reason="PyTorch decodes eagerly: nothing is traced",
+)
+def test_requests_of_every_length_compile_once_per_bucket_and_beam(served):
+    url, runs, _ = served
+    run = runs["numbers"]
+    model = run.model
+    traced = []
+    search = model.search
+
+    def counting_search(*args, **kwargs):  # runs once per trace of a generate function
+        traced.append(args[2] if len(args) > 2 else kwargs.get("max_length"))
+        return search(*args, **kwargs)
+
+    model.search = counting_search
+    try:
+        words = TEXT.split()
+        buckets = set()
+        for count in range(1, 21):
+            text = " ".join(words[index % len(words)] for index in range(count))
+            beam_size = 1 + count % 2
+            status, answer = post_json(url, {"text": text, "beam_size": beam_size})
+            assert status == 200, answer
+            ids = run.source_vocabulary.encode([text])[0][: run.config.max_tokens]
+            buckets.add((beam_size, cli.length_bucket(len(ids)), translate.output_length([ids])))
+    finally:
+        del model.search
+    # 20 lengths, two beam sizes: a trace per (beam size, source bucket, output bucket)
+    # at most, where a function per request would trace 20 times.
+    assert 0 < len(traced) <= len(buckets) < 20
+
+
+def test_the_latency_benchmark_times_both_endpoints(serve_runs, scene_png, tmp_path, capsys):
+    from benchmarks import serve_latency
+
+    image, out = tmp_path / "scene.png", tmp_path / "latency.json"
+    image.write_bytes(scene_png)
+    runs = ["--run", str(serve_runs["translate"]), "--run", str(serve_runs["caption"])]
+    settings = ["--requests", "3", "--warmup", "1", "--beam-size", "2", "--words", "5"]
+    argv = [*runs, *settings, "--text", TEXT, "--image", str(image), "--out", str(out)]
+    assert serve_latency.main(argv) == 0
+
+    results = json.loads(out.read_text())
+    assert set(results) == {"numbers", "scenes"}
+    printed = capsys.readouterr().out
+    for figures in results.values():
+        assert figures["requests"] == 3
+        assert 0 < figures["p50_ms"] <= figures["p90_ms"]
+        assert f"p50 {figures['p50_ms']} ms" in printed
+    assert results["numbers"]["endpoint"] == "POST /api/translate (5 words, beam 2)"
+    assert results["scenes"]["endpoint"] == "POST /api/caption (beam 2)"
+
+
 def noise_png(side):
     return png_bytes(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype="uint8"))
 
