@@ -578,8 +578,9 @@ LENGTH_BUCKET = 16
 
 
 def length_bucket(length):
-    """`length` rounded up to a multiple of `LENGTH_BUCKET`."""
-    return -(-int(length) // LENGTH_BUCKET) * LENGTH_BUCKET
+    """`length` rounded up to a multiple of `LENGTH_BUCKET`: an int, or an int tensor
+    (the export computes it in its graph)."""
+    return -(-length // LENGTH_BUCKET) * LENGTH_BUCKET
 
 
 def decode(

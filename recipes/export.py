@@ -84,10 +84,7 @@ def export_translation(
 
         def search():
             # The recipe's limit, `translate.output_length`, from this request's sources.
-            bucket = cli.LENGTH_BUCKET
-            limit = tf.cast(
-                (tf.reduce_max(lengths) * 2 + 10 + bucket - 1) // bucket * bucket, "int32"
-            )
+            limit = tf.cast(cli.length_bucket(tf.reduce_max(lengths) * 2 + 10), "int32")
             tokens = search_tokens(model, source.to_tensor(), limit, beam_size, length_penalty)
             return target_vocabulary.decode_tensor(tokens)
 
